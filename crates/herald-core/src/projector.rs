@@ -1,0 +1,341 @@
+//! The projector: follows the event store, folds events into read models and dispatches the job
+//! each event calls for (DESIGN §2), committing projection, jobs and checkpoint in one atomic
+//! [`StateBackend::apply`]. Exactly one projector is active: it holds a lease whose fencing token
+//! every `apply` carries, so a projector that lost its lease cannot write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_domain::{MessageRequest, RecordedEvent, Rules};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::state::{NewJob, ProjectionStep, StateBackend, StateError};
+use crate::store::{EventStore, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Events read and applied per atomic step.
+    pub batch_size: usize,
+    /// How long the projector lease lasts without renewal; a standby takes over after it.
+    pub lease_ttl: Duration,
+    /// Name of this projector in the lease (host and process id by default).
+    pub holder: String,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            batch_size: 500,
+            lease_ttl: Duration::from_secs(10),
+            holder: default_holder("projector"),
+        }
+    }
+}
+
+/// A process-unique name for leases: role, process id and a random suffix.
+pub fn default_holder(role: &str) -> String {
+    format!(
+        "{role}-{}-{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("could not take the projector lease within {0:?}; is another projector running?")]
+    LeaseBusy(Duration),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub events: usize,
+    pub jobs: usize,
+    pub checkpoint: u64,
+}
+
+pub struct Projector {
+    store: Arc<dyn EventStore>,
+    state: Arc<dyn StateBackend>,
+    rules: Arc<Rules>,
+    cfg: ProjectorConfig,
+}
+
+impl Projector {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        state: Arc<dyn StateBackend>,
+        rules: Arc<Rules>,
+        cfg: ProjectorConfig,
+    ) -> Projector {
+        Projector {
+            store,
+            state,
+            rules,
+            cfg,
+        }
+    }
+
+    /// Runs until `shutdown`: waits as a standby while another projector holds the lease, then
+    /// projects. Backend outages are logged and retried; they never end the loop.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "projector interrupted; retrying");
+                    metrics::counter!("herald_projector_errors_total").increment(1);
+                    let wait = backoff.next();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the lease (or waits for it) and projects until shutdown or until the lease is lost.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), ProjectorError> {
+        let renew_every = self.cfg.lease_ttl / 3;
+        let token = loop {
+            if let Some(t) = self
+                .state
+                .acquire_projector_lease(&self.cfg.holder, self.cfg.lease_ttl)
+                .await?
+            {
+                break t;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(renew_every) => {}
+            }
+        };
+        tracing::info!(holder = %self.cfg.holder, token, "projector lease taken");
+        let mut renewed = Instant::now();
+        let mut checkpoint = self.state.checkpoint().await?;
+        let result = async {
+            while !shutdown.is_cancelled() {
+                if renewed.elapsed() >= renew_every {
+                    match self
+                        .state
+                        .acquire_projector_lease(&self.cfg.holder, self.cfg.lease_ttl)
+                        .await?
+                    {
+                        Some(t) if t == token => renewed = Instant::now(),
+                        _ => return Err(StateError::Fenced(token).into()),
+                    }
+                }
+                let report = self.step(token, checkpoint, 0).await?;
+                if report.events == 0 {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        r = self.store.wait_for_events(checkpoint, renew_every) => r?,
+                    }
+                } else {
+                    checkpoint = report.checkpoint;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match &result {
+            Err(ProjectorError::State(StateError::Fenced(_))) => {
+                tracing::warn!(holder = %self.cfg.holder, token, "projector lease lost; standing by");
+                return Ok(());
+            }
+            _ => {
+                let _ = self
+                    .state
+                    .release_projector_lease(&self.cfg.holder, token)
+                    .await;
+            }
+        }
+        result
+    }
+
+    /// Projects one batch of events after `checkpoint`. Events at or below `dispatch_after` are
+    /// projected without dispatching (a rebuild replaying what was already dispatched).
+    pub async fn step(
+        &self,
+        token: u64,
+        checkpoint: u64,
+        dispatch_after: u64,
+    ) -> Result<StepReport, ProjectorError> {
+        let events = self.store.read_all(checkpoint, self.cfg.batch_size).await?;
+        let Some(last) = events.last() else {
+            return Ok(StepReport {
+                checkpoint,
+                ..Default::default()
+            });
+        };
+        let checkpoint = last.position;
+        let ids: Vec<Uuid> = {
+            let mut ids: Vec<Uuid> = events
+                .iter()
+                .filter_map(RecordedEvent::message_request_id)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut docs: HashMap<Uuid, MessageRequest> = self
+            .state
+            .get_many(&ids)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        let mut changed: Vec<Uuid> = Vec::new();
+        let mut jobs: Vec<NewJob> = Vec::new();
+        for event in &events {
+            let data = match event.decode() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(position = event.position, event_type = %event.event_type, error = %e, "event not understood; skipped");
+                    None
+                }
+            };
+            let Some(id) = event.message_request_id() else {
+                tracing::warn!(
+                    position = event.position,
+                    event_type = %event.event_type,
+                    stream_id = %event.stream_id,
+                    "event has no message request id; nothing to project or dispatch"
+                );
+                metrics::counter!("herald_events_without_request_id_total").increment(1);
+                continue;
+            };
+            if let Some(data) = &data {
+                let before = docs.remove(&id);
+                let before_version = before.as_ref().map(|d| d.version);
+                if let Some(after) = MessageRequest::apply(before, event, data) {
+                    if Some(after.version) != before_version {
+                        changed.push(id);
+                    }
+                    docs.insert(id, after);
+                }
+            }
+            if event.position <= dispatch_after {
+                continue;
+            }
+            if let Some(job) = self.rules.dispatch(event, data.as_ref()) {
+                tracing::info!(
+                    event_type = %event.event_type,
+                    job = job.name.as_str(),
+                    priority = job.priority,
+                    delay_ms = job.delay_ms,
+                    job_id = %job.id,
+                    "dispatch"
+                );
+                metrics::counter!("herald_dispatched_jobs_total", "event_type" => event.event_type.clone(), "job" => job.name.as_str())
+                    .increment(1);
+                jobs.push(job.into());
+            }
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let upserts: Vec<MessageRequest> =
+            changed.iter().filter_map(|id| docs.remove(id)).collect();
+        let n_events = events.len();
+        let enqueued = self
+            .state
+            .apply(ProjectionStep {
+                token,
+                upserts,
+                jobs,
+                checkpoint,
+            })
+            .await?;
+        metrics::counter!("herald_events_projected_total").increment(n_events as u64);
+        Ok(StepReport {
+            events: n_events,
+            jobs: enqueued,
+            checkpoint,
+        })
+    }
+
+    /// `herald projections rebuild`: deletes every read model and replays the whole store. Events
+    /// the old checkpoint had already covered are projected without dispatching (their jobs were
+    /// dispatched then); later ones dispatch as usual, so nothing outstanding is dropped.
+    /// `progress` is called with (position reached, head) after each step.
+    pub async fn rebuild(
+        &self,
+        wait_for_lease: Duration,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<StepReport, ProjectorError> {
+        let deadline = Instant::now() + wait_for_lease;
+        let token = loop {
+            if let Some(t) = self
+                .state
+                .acquire_projector_lease(&self.cfg.holder, self.cfg.lease_ttl)
+                .await?
+            {
+                break t;
+            }
+            if Instant::now() >= deadline {
+                return Err(ProjectorError::LeaseBusy(wait_for_lease));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let result = async {
+            let old_checkpoint = self.state.checkpoint().await?;
+            self.state.reset_projections(token).await?;
+            let head = self.store.head().await?;
+            let mut total = StepReport::default();
+            let mut renewed = Instant::now();
+            loop {
+                if renewed.elapsed() >= self.cfg.lease_ttl / 3 {
+                    match self
+                        .state
+                        .acquire_projector_lease(&self.cfg.holder, self.cfg.lease_ttl)
+                        .await?
+                    {
+                        Some(t) if t == token => renewed = Instant::now(),
+                        _ => return Err(StateError::Fenced(token).into()),
+                    }
+                }
+                let r = self.step(token, total.checkpoint, old_checkpoint).await?;
+                if r.events == 0 {
+                    break;
+                }
+                total.events += r.events;
+                total.jobs += r.jobs;
+                total.checkpoint = r.checkpoint;
+                progress(total.checkpoint, head.max(total.checkpoint));
+            }
+            Ok(total)
+        }
+        .await;
+        let _ = self
+            .state
+            .release_projector_lease(&self.cfg.holder, token)
+            .await;
+        result
+    }
+}
+
+/// Exponential back-off for reconnect loops: 100 ms doubling to 5 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn next(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        Duration::from_millis((100u64 << self.failures.min(6)).min(5000))
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}

@@ -1,0 +1,386 @@
+//! Workers: lease jobs from the queue and run the handlers of DESIGN §3. Every handler is safe to
+//! run twice: it re-reads the request from the event store (the source of truth, never a lagging
+//! projection), skips when the work is already done, and appends with optimistic concurrency.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_domain::command::{decide_retry, record_attempt};
+use herald_domain::{
+    EventData, EventMetadata, JobName, JobPayload, MessageRequest, NewEvent, RetryDecision, Rules,
+    Status,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::channel::Channels;
+use crate::projector::{Backoff, default_holder};
+use crate::state::{Job, Lease, StateBackend, StateError};
+use crate::store::{AppendStream, EventStore, IdempotencyRecord, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once in this process.
+    pub concurrency: usize,
+    /// How long a reserved job stays leased; a worker that dies loses it after this.
+    pub lease: Duration,
+    /// Upper bound for one delivery (channels enforce their own, shorter timeouts).
+    pub job_timeout: Duration,
+    /// On shutdown, how long in-flight jobs may take before they are released to the queue.
+    pub shutdown_grace: Duration,
+    pub name: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(25),
+            shutdown_grace: Duration::from_secs(10),
+            name: default_holder("worker"),
+        }
+    }
+}
+
+/// Why a job run errored; the queue retries it with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("bad job payload: {0}")]
+    Payload(String),
+    #[error("job timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// How a job run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Done,
+    /// The work was already done or no longer wanted; nothing was written.
+    Skipped(&'static str),
+}
+
+/// One item of a `createMessageRequests` job: a validated request with its assigned id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateItem {
+    pub id: Uuid,
+    /// The `MessageRequestCreated` payload.
+    pub data: serde_json::Value,
+}
+
+/// Payload of a `createMessageRequests` job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatePayload {
+    pub tenant: String,
+    pub correlation_id: String,
+    pub items: Vec<CreateItem>,
+}
+
+/// Runs jobs. Cloning is cheap; the handlers are usable on their own (tests call them directly).
+#[derive(Clone)]
+pub struct Workers {
+    store: Arc<dyn EventStore>,
+    state: Arc<dyn StateBackend>,
+    channels: Arc<Channels>,
+    rules: Arc<Rules>,
+    cfg: WorkerConfig,
+}
+
+impl Workers {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        state: Arc<dyn StateBackend>,
+        channels: Arc<Channels>,
+        rules: Arc<Rules>,
+        cfg: WorkerConfig,
+    ) -> Workers {
+        Workers {
+            store,
+            state,
+            channels,
+            rules,
+            cfg,
+        }
+    }
+
+    /// Leases and runs jobs until `shutdown`. Then stops leasing, lets in-flight jobs finish within
+    /// the grace period and releases the rest back to the queue.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let in_flight: Arc<Mutex<HashMap<String, Lease>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            // Reap finished tasks so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let free = slots.available_permits() + 1;
+            let jobs = match self
+                .state
+                .reserve(&self.cfg.name, free, self.cfg.lease)
+                .await
+            {
+                Ok(jobs) => {
+                    backoff.reset();
+                    jobs
+                }
+                Err(e) => {
+                    drop(first);
+                    tracing::warn!(error = %e, "could not reserve jobs; retrying");
+                    let wait = backoff.next();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            };
+            if jobs.is_empty() {
+                drop(first);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = self.state.wait_for_jobs(Duration::from_secs(1)) => {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "waiting for jobs failed");
+                            tokio::time::sleep(backoff.next()).await;
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut first = Some(first);
+            for job in jobs {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        // Reserve asked for at most the free slots, so this does not happen; if
+                        // it did, the job's lease would expire and it would run again.
+                        Err(_) => break,
+                    },
+                };
+                if let Ok(mut m) = in_flight.lock() {
+                    m.insert(job.id.clone(), job.lease.clone());
+                }
+                let this = self.clone();
+                let in_flight = in_flight.clone();
+                tasks.spawn(async move {
+                    this.run_one(job.clone()).await;
+                    if let Ok(mut m) = in_flight.lock() {
+                        m.remove(&job.id);
+                    }
+                    drop(permit);
+                });
+            }
+        }
+        // Graceful shutdown: finish or release (DESIGN §4.4).
+        let drained = tokio::time::timeout(self.cfg.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let leases: Vec<Lease> = in_flight
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            for lease in leases {
+                match self.state.release(&lease).await {
+                    Ok(_) => {
+                        tracing::info!(job_id = %lease.job_id, "released in-flight job at shutdown")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = %lease.job_id, error = %e, "could not release job; its lease will expire")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one leased job and records the result in the queue.
+    pub async fn run_one(&self, job: Job) {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.cfg.job_timeout, self.handle(&job)).await {
+            Ok(r) => r,
+            Err(_) => Err(JobError::Timeout(self.cfg.job_timeout)),
+        };
+        let name = job.name.as_str();
+        metrics::histogram!("herald_job_seconds", "job" => name)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcome) => {
+                let label = match outcome {
+                    JobOutcome::Done => "done",
+                    JobOutcome::Skipped(why) => {
+                        tracing::debug!(job_id = %job.id, job = name, why, "job skipped");
+                        "skipped"
+                    }
+                };
+                metrics::counter!("herald_jobs_total", "job" => name, "outcome" => label)
+                    .increment(1);
+                if let Err(e) = self.state.complete(&job.lease).await {
+                    // The lease will expire and the job run again; every handler is idempotent.
+                    tracing::warn!(job_id = %job.id, error = %e, "could not mark job complete");
+                }
+            }
+            Err(e) => {
+                metrics::counter!("herald_jobs_total", "job" => name, "outcome" => "error")
+                    .increment(1);
+                let retry_in = job_retry_delay(job.attempts);
+                tracing::warn!(job_id = %job.id, job = name, attempt = job.attempts, error = %e, ?retry_in, "job failed");
+                if let Err(e) = self.state.fail(&job.lease, &e.to_string(), retry_in).await {
+                    tracing::warn!(job_id = %job.id, error = %e, "could not record job failure");
+                }
+            }
+        }
+    }
+
+    pub async fn handle(&self, job: &Job) -> Result<JobOutcome, JobError> {
+        match job.name {
+            JobName::Send => self.send(&payload(job)?).await,
+            JobName::Retry => self.retry(&payload(job)?).await,
+            JobName::Create => {
+                let p: CreatePayload = serde_json::from_value(job.payload.clone())
+                    .map_err(|e| JobError::Payload(e.to_string()))?;
+                self.create(&p, &job.id).await
+            }
+        }
+    }
+
+    async fn load(&self, id: Uuid) -> Result<Option<MessageRequest>, JobError> {
+        Ok(MessageRequest::fold(
+            &self.store.read_stream(&id.to_string()).await?,
+        ))
+    }
+
+    /// `queueSendMessageRequest`.
+    pub async fn send(&self, p: &JobPayload) -> Result<JobOutcome, JobError> {
+        let Some(state) = self.load(p.message_request_id).await? else {
+            return Ok(JobOutcome::Skipped("request not found"));
+        };
+        if state.status != Status::Pending {
+            return Ok(JobOutcome::Skipped("request is not PENDING"));
+        }
+        let outcome = self.channels.deliver(&state, state.attempts + 1).await;
+        let accepted = matches!(outcome, herald_domain::DeliveryOutcome::Accepted { .. });
+        metrics::counter!("herald_deliveries_total", "channel" => state.channel.as_str(), "result" => if accepted { "accepted" } else { "rejected" }).increment(1);
+        let event = record_attempt(&state, outcome);
+        self.append_for(&state, &event, p).await
+    }
+
+    /// `queueRetryFailedMessageRequest`.
+    pub async fn retry(&self, p: &JobPayload) -> Result<JobOutcome, JobError> {
+        let Some(state) = self.load(p.message_request_id).await? else {
+            return Ok(JobOutcome::Skipped("request not found"));
+        };
+        match decide_retry(&state, p.event_id, self.rules.max_attempts()) {
+            RetryDecision::Skip(why) => Ok(JobOutcome::Skipped(why)),
+            RetryDecision::Retry(event) | RetryDecision::DeadLetter(event) => {
+                self.append_for(&state, &event, p).await
+            }
+        }
+    }
+
+    /// Appends the outcome of a send or retry job. If the stream moved meanwhile (a client edit
+    /// or cancel), a delivery outcome is still recorded on top of an edit, but nothing is written
+    /// over a status change: the job then re-runs and decides again.
+    async fn append_for(
+        &self,
+        state: &MessageRequest,
+        event: &EventData,
+        p: &JobPayload,
+    ) -> Result<JobOutcome, JobError> {
+        let meta = EventMetadata {
+            correlation_id: Some(state.id.to_string()),
+            causation_id: Some(p.event_id.to_string()),
+        };
+        let mut expected = state.version;
+        for _ in 0..2 {
+            let new = NewEvent::new(&state.tenant, event, meta.clone(), Utc::now());
+            match self
+                .store
+                .append(AppendStream {
+                    stream_id: state.id.to_string(),
+                    expected_version: expected,
+                    events: vec![new],
+                    idempotency: None,
+                })
+                .await
+            {
+                Ok(_) => return Ok(JobOutcome::Done),
+                Err(StoreError::VersionConflict { .. }) => {
+                    let Some(now) = self.load(state.id).await? else {
+                        return Ok(JobOutcome::Skipped("request vanished"));
+                    };
+                    if now.status != state.status {
+                        tracing::warn!(request_id = %state.id, was = %state.status, now = %now.status, "request changed while the job ran; outcome not recorded");
+                        return Ok(JobOutcome::Skipped("request changed while the job ran"));
+                    }
+                    expected = now.version;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::VersionConflict {
+            stream_id: state.id.to_string(),
+            expected,
+            actual: expected,
+        }
+        .into())
+    }
+
+    /// `createMessageRequests`: writes a batch accepted by the API as `MessageRequestCreated`
+    /// events. Streams that already exist were written by an earlier run of this job.
+    pub async fn create(&self, p: &CreatePayload, job_id: &str) -> Result<JobOutcome, JobError> {
+        let now = Utc::now();
+        let mut batch = Vec::with_capacity(p.items.len());
+        for item in &p.items {
+            let data = EventData::decode(herald_domain::event::CREATED, &item.data)
+                .map_err(|e| JobError::Payload(e.to_string()))?;
+            batch.push(AppendStream {
+                stream_id: item.id.to_string(),
+                expected_version: 0,
+                events: vec![NewEvent::new(
+                    &p.tenant,
+                    &data,
+                    EventMetadata {
+                        correlation_id: Some(p.correlation_id.clone()),
+                        causation_id: Some(job_id.to_string()),
+                    },
+                    now,
+                )],
+                idempotency: None::<IdempotencyRecord>,
+            });
+        }
+        let results = self.store.append_many(batch).await?;
+        for r in results {
+            match r {
+                Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(JobOutcome::Done)
+    }
+}
+
+fn payload(job: &Job) -> Result<JobPayload, JobError> {
+    serde_json::from_value(job.payload.clone()).map_err(|e| JobError::Payload(e.to_string()))
+}
+
+/// Queue-level back-off for a job that errored: 1 s doubling per attempt, at most 60 s.
+pub fn job_retry_delay(attempts: u32) -> Duration {
+    Duration::from_millis((1000u64 << attempts.saturating_sub(1).min(6)).min(60_000))
+}
