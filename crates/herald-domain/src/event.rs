@@ -168,6 +168,11 @@ impl NewEvent {
     }
 }
 
+/// A timestamp with whole milliseconds, the precision every event store keeps.
+pub fn truncate_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 /// An event as stored: with its stream version and global position.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {

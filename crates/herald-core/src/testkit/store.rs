@@ -16,7 +16,7 @@ pub fn event(tenant: &str, n: u64) -> NewEvent {
         event_id: Uuid::now_v7(),
         event_type: "TestEvent".into(),
         tenant: tenant.to_string(),
-        timestamp: Utc::now(),
+        timestamp: herald_domain::event::truncate_ms(Utc::now()),
         data: serde_json::json!({ "n": n }),
         metadata: EventMetadata {
             correlation_id: Some("corr".into()),
