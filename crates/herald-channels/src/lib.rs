@@ -1,1 +1,13 @@
+//! Delivery channels. Each implements [`herald_core::channel::DeliveryChannel`]: it delivers one
+//! message and classifies the outcome, nothing more.
+//!
+//! - [`webhook`]: HTTP POST signed the Standard Webhooks way.
+//! - [`log`]: one JSON line per message, to a file, stdout or nowhere (benchmarks).
+//! - [`signature`]: the Standard Webhooks signature, shared with receivers that verify it.
 
+pub mod log;
+pub mod signature;
+pub mod webhook;
+
+pub use log::LogChannel;
+pub use webhook::{WebhookChannel, WebhookConfig};
