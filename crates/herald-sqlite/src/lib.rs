@@ -8,6 +8,8 @@
 //! tokio primitives; other processes sharing the file are noticed by a bounded re-check.
 
 mod db;
+
+pub use db::path_from_url;
 mod state;
 mod store;
 
