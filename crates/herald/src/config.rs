@@ -502,73 +502,43 @@ pub fn parse_sha256(h: &str) -> Option<[u8; 32]> {
     v.try_into().ok()
 }
 
-/// Finds the line of `key` (like `tenants[1].api_key` or `workers.concurrency`) in TOML text.
-/// A best effort for messages: array-of-tables and tables are located by their headers.
+/// Finds the line of `key` (like `tenants[1].api_key`, `tenants[0]` or `workers.concurrency`)
+/// in TOML text, for messages. Tables and arrays of tables are located by their headers.
 fn find_line(text: &str, key: &str) -> Option<usize> {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let leaf = parts.pop()?;
     let lines: Vec<&str> = text.lines().collect();
-    let (mut start, end);
-    let leaf_name;
-    if let Some(section) = parts.first() {
-        let (name, index) = split_index(section);
-        let header_aot = format!("[[{name}]]");
-        let header = format!("[{name}]");
-        let mut n = 0;
-        let mut found = None;
-        for (i, l) in lines.iter().enumerate() {
-            let l = l.trim();
-            if l == header_aot || l == header {
-                if index.is_none_or(|want| want == n) {
-                    found = Some(i);
-                    break;
-                }
-                n += 1;
-            }
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let next_header = |from: usize| (from..lines.len()).find(|&i| is_header(lines[i])).unwrap_or(lines.len());
+    let (section, leaf) = match key.rsplit_once('.') {
+        Some((s, l)) => (Some(s), Some(l)),
+        None if key.contains('[') => (Some(key), None),
+        None => (None, Some(key)),
+    };
+    let (start, end) = match section {
+        None => (0, next_header(0)),
+        Some(sec) => {
+            let (name, index) = split_index(sec);
+            let (aot, table) = (format!("[[{name}]]"), format!("[{name}]"));
+            let header = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.trim() == aot || l.trim() == table)
+                .nth(index.unwrap_or(0))
+                .map(|(i, _)| i)?;
+            (header, next_header(header + 1))
         }
-        let f = found?;
-        start = f;
-        end = lines[f + 1..]
-            .iter()
-            .position(|l| l.trim_start().starts_with('['))
-            .map(|p| f + 1 + p)
-            .unwrap_or(lines.len());
-        leaf_name = leaf;
-    } else {
-        let (name, index) = split_index(leaf);
-        if index.is_some() {
-            // `tenants[2]` itself: the header line.
-            return find_line(text, &format!("{leaf}.__header__")).or_else(|| {
-                let header = format!("[[{name}]]");
-                lines
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| l.trim() == header)
-                    .nth(index.unwrap_or(0))
-                    .map(|(i, _)| i + 1)
-            });
-        }
-        end = lines
-            .iter()
-            .position(|l| l.trim_start().starts_with('['))
-            .unwrap_or(lines.len());
-        leaf_name = name;
-    }
-    if leaf_name == "__header__" {
+    };
+    let Some(leaf) = leaf else {
         return Some(start + 1);
-    }
+    };
     (start..end)
         .find(|&i| {
-            let l = lines[i].trim_start();
-            l.strip_prefix(leaf_name)
+            lines[i]
+                .trim_start()
+                .strip_prefix(leaf)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
-        .or(if parts.is_empty() {
-            None
-        } else {
-            Some(start + 1)
-        })
+        .or(section.map(|_| start + 1))
 }
 
 fn split_index(s: &str) -> (&str, Option<usize>) {

@@ -1,0 +1,6 @@
+//! Herald end to end, through the real binary and real backends.
+
+mod support;
+
+mod demo;
+mod kill;
