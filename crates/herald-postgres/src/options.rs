@@ -12,7 +12,7 @@ pub const DEFAULT_SCHEMA: &str = "public";
 
 /// Everything [`crate::PgEventStore::connect_with`] needs. Build it with
 /// [`PgStoreOptions::new`] and adjust the public fields.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgStoreOptions {
     /// A libpq-style URL: `postgres://user:password@host:port/database`. Besides sqlx's own
     /// parameters (`sslmode`, `application_name`, …) it may carry `schema=NAME` to pick the schema.
@@ -57,6 +57,25 @@ impl PgStoreOptions {
     pub fn schema(mut self, schema: &str) -> PgStoreOptions {
         self.schema = Some(schema.to_string());
         self
+    }
+}
+
+/// Shows the URL without its password.
+impl std::fmt::Debug for PgStoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = Url::parse(&self.url)
+            .map(|u| redact(&u))
+            .unwrap_or_else(|_| "(unparsable)".into());
+        f.debug_struct("PgStoreOptions")
+            .field("url", &url)
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_batch_events", &self.max_batch_events)
+            .field("recheck_interval", &self.recheck_interval)
+            .finish()
     }
 }
 
@@ -194,5 +213,6 @@ mod tests {
         o.schema = Some(String::new());
         let msg = parse(&o).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("postgres://u:***@h/db"), "{msg}");
+        assert!(!format!("{o:?}").contains("pw"), "{o:?}");
     }
 }

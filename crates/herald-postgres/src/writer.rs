@@ -120,10 +120,13 @@ async fn commit_and_reply(shared: Arc<Shared>, jobs: Vec<AppendJob>, events: usi
 }
 
 /// Why a transaction failed.
+#[derive(Debug, thiserror::Error)]
 enum TxnError {
     /// Caused by the data of some append: retry the streams one by one.
+    #[error("refused by the data of an append: {0}")]
     PerStream(StoreError),
     /// Caused by the connection or server: fail every caller.
+    #[error("{0}")]
     Whole(StoreError),
 }
 
