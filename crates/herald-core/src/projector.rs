@@ -93,7 +93,7 @@ impl Projector {
                 Err(e) => {
                     tracing::warn!(error = %e, "projector interrupted; retrying");
                     metrics::counter!("herald_projector_errors_total").increment(1);
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         _ = tokio::time::sleep(wait) => {}
@@ -330,7 +330,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         Duration::from_millis((100u64 << self.failures.min(6)).min(5000))
     }

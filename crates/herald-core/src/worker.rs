@@ -139,7 +139,7 @@ impl Workers {
                 Err(e) => {
                     drop(first);
                     tracing::warn!(error = %e, "could not reserve jobs; retrying");
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(wait) => {}
@@ -154,7 +154,7 @@ impl Workers {
                     r = self.state.wait_for_jobs(Duration::from_secs(1)) => {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "waiting for jobs failed");
-                            tokio::time::sleep(backoff.next()).await;
+                            tokio::time::sleep(backoff.next_delay()).await;
                         }
                     }
                 }

@@ -80,6 +80,11 @@ impl Db {
         })
     }
 
+    /// The connection itself, for a caller that gives it a thread of its own.
+    pub fn into_connection(self) -> Option<Connection> {
+        Arc::try_unwrap(self.conn).ok()?.into_inner().ok()
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     pub async fn call<T, F>(&self, f: F) -> Result<T, DbError>
     where

@@ -468,6 +468,8 @@ impl StateBackend for SqliteState {
                         params![id, to],
                     )?;
                     count(&tx, name, Some("active"), Some(to), 1)?;
+                    // The stalled run counts as a failed run, as on every backend.
+                    count(&tx, name, None, Some("failed"), 1)?;
                     tracing::warn!(job_id = %id, job = %name, attempts, to, "job lease expired; recovered");
                 }
                 let picked: Vec<(String, String, i32, String, i64, i64)> = {

@@ -16,6 +16,7 @@
 mod api_role;
 pub mod app;
 pub mod backends;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod ops;

@@ -87,6 +87,30 @@ enum Command {
         /// The message request id.
         id: String,
     },
+    /// Load generator: append N requests and measure the pipeline (JSON with --json).
+    Bench {
+        /// Event store URL (default: a fresh temporary SQLite file).
+        #[arg(long)]
+        event_store: Option<String>,
+        /// State URL (default: the event store's SQLite file).
+        #[arg(long)]
+        state: Option<String>,
+        /// Redis key namespace (default: a fresh `bench-<id>`).
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Events per append.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -375,6 +399,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&e)?);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            event_store,
+            state,
+            namespace,
+            requests,
+            concurrency,
+            batch,
+            timeout_s,
+            json,
+        } => {
+            init_logging(cli.log_json, "warn");
+            if requests == 0 || concurrency == 0 {
+                bail!("--requests and --concurrency must be positive");
+            }
+            let tmp = tempfile::Builder::new().prefix("herald-bench-").tempdir()?;
+            let event_store =
+                event_store.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("events.db").display()));
+            let state = state.unwrap_or_else(|| {
+                if event_store.starts_with("sqlite:") {
+                    event_store.clone()
+                } else {
+                    format!("sqlite://{}", tmp.path().join("state.db").display())
+                }
+            });
+            let report = herald::bench::run(herald::bench::BenchOptions {
+                event_store,
+                state,
+                namespace: namespace.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple())),
+                requests,
+                concurrency,
+                batch,
+                timeout: Duration::from_secs(timeout_s),
+                progress: herald::bench::default_progress(),
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(if report.lost == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Config {
             command: ConfigCommand::Check { path },
