@@ -252,19 +252,7 @@ fn append_tx(
     Ok(out)
 }
 
-fn row_to_event(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(
-    i64,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-)> {
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
         row.get(0)?,
         row.get(1)?,

@@ -18,7 +18,11 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn EventStore>, AppError> {
 
 pub async fn open_state(url: &str, namespace: &str) -> Result<Arc<dyn StateBackend>, AppError> {
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        return Ok(Arc::new(herald_redis::RedisState::connect(url, namespace).await?));
+        return Ok(Arc::new(
+            herald_redis::RedisState::connect(url, namespace).await?,
+        ));
     }
-    Err(AppError::Setup(format!("unsupported state URL {url:?}; use sqlite://PATH or redis://HOST:PORT/DB")))
+    Err(AppError::Setup(format!(
+        "unsupported state URL {url:?}; use sqlite://PATH or redis://HOST:PORT/DB"
+    )))
 }

@@ -99,7 +99,11 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     let issues = cfg.validate(None);
     if !issues.is_empty() {
         return Err(BenchError::Setup(
-            issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
         ));
     }
     let backends = app::open_backends(&cfg).await?;
@@ -110,7 +114,10 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
             "the state is behind its event store ({start_checkpoint} of {start_head} events projected); use a fresh state namespace or database"
         )));
     }
-    let channels = Channels::new().with(herald_domain::Channel::Log, Arc::new(herald_channels::LogChannel::null()));
+    let channels = Channels::new().with(
+        herald_domain::Channel::Log,
+        Arc::new(herald_channels::LogChannel::null()),
+    );
     let shutdown = CancellationToken::new();
     let roles = Roles {
         api: false,
@@ -129,8 +136,13 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     )
     .await?;
     let bar = opts.progress.then(|| {
-        let b = indicatif::ProgressBar::with_draw_target(Some(opts.requests as u64), indicatif::ProgressDrawTarget::stderr());
-        if let Ok(s) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} sent · {msg}") {
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(opts.requests as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(s) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} sent · {msg}",
+        ) {
             b.set_style(s);
         }
         b
@@ -160,7 +172,12 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
                     .map(|k| AppendStream {
                         stream_id: Uuid::now_v7().to_string(),
                         expected_version: 0,
-                        events: vec![NewEvent::new(&format!("t{}", k % 10), &data, EventMetadata::default(), now)],
+                        events: vec![NewEvent::new(
+                            &format!("t{}", k % 10),
+                            &data,
+                            EventMetadata::default(),
+                            now,
+                        )],
                         idempotency: None,
                     })
                     .collect();
@@ -181,12 +198,19 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
         if projected_in.is_none() && backends.state.checkpoint().await? >= last_position {
             projected_in = Some(t0.elapsed());
         }
-        let sent = backends.state.status_counts(None).await?.get(&Status::Sent).copied().unwrap_or(0);
+        let sent = backends
+            .state
+            .status_counts(None)
+            .await?
+            .get(&Status::Sent)
+            .copied()
+            .unwrap_or(0);
         if let Some(b) = &bar {
             b.set_position(sent);
             b.set_message(format!("{:.0} MiB peak", peak_rss_mb()));
         }
-        if (sent as usize >= opts.requests && projected_in.is_some()) || Instant::now() >= deadline {
+        if (sent as usize >= opts.requests && projected_in.is_some()) || Instant::now() >= deadline
+        {
             break sent;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -491,11 +491,7 @@ impl Config {
     }
 }
 
-/// SHA-256 of an API key: keys are compared and stored only as hashes.
-pub fn hash_key(key: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(key.as_bytes()).into()
-}
+pub use herald_api::hash_key;
 
 pub fn parse_sha256(h: &str) -> Option<[u8; 32]> {
     let v = hex::decode(h.trim()).ok()?;
@@ -507,7 +503,11 @@ pub fn parse_sha256(h: &str) -> Option<[u8; 32]> {
 fn find_line(text: &str, key: &str) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let is_header = |l: &str| l.trim_start().starts_with('[');
-    let next_header = |from: usize| (from..lines.len()).find(|&i| is_header(lines[i])).unwrap_or(lines.len());
+    let next_header = |from: usize| {
+        (from..lines.len())
+            .find(|&i| is_header(lines[i]))
+            .unwrap_or(lines.len())
+    };
     let (section, leaf) = match key.rsplit_once('.') {
         Some((s, l)) => (Some(s), Some(l)),
         None if key.contains('[') => (Some(key), None),

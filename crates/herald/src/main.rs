@@ -415,8 +415,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("--requests and --concurrency must be positive");
             }
             let tmp = tempfile::Builder::new().prefix("herald-bench-").tempdir()?;
-            let event_store =
-                event_store.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("events.db").display()));
+            let event_store = event_store
+                .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("events.db").display()));
             let state = state.unwrap_or_else(|| {
                 if event_store.starts_with("sqlite:") {
                     event_store.clone()
@@ -427,7 +427,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = herald::bench::run(herald::bench::BenchOptions {
                 event_store,
                 state,
-                namespace: namespace.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple())),
+                namespace: namespace
+                    .unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple())),
                 requests,
                 concurrency,
                 batch,
@@ -440,7 +441,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
-            Ok(if report.lost == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.lost == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Config {
             command: ConfigCommand::Check { path },

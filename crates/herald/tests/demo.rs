@@ -8,7 +8,15 @@ fn demo_reaches_every_request_terminal_with_no_duplicates() {
     let dir = tempfile::tempdir().expect("temp dir");
     let summary_path = dir.path().join("summary.json");
     let out = herald()
-        .args(["demo", "--retry-delay-ms", "200", "--webhook-timeout-ms", "500", "--timeout-s", "120"])
+        .args([
+            "demo",
+            "--retry-delay-ms",
+            "200",
+            "--webhook-timeout-ms",
+            "500",
+            "--timeout-s",
+            "120",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--summary-json")
@@ -16,24 +24,36 @@ fn demo_reaches_every_request_terminal_with_no_duplicates() {
         .output()
         .expect("run herald demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Herald demo summary"), "{stdout}");
     let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary_path).expect("summary written")).expect("summary JSON");
-    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("summary lacks {k}: {s}"));
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).expect("summary written"))
+            .expect("summary JSON");
+    let n = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or_else(|| panic!("summary lacks {k}: {s}"))
+    };
     assert_eq!(n("total"), 240);
     // The always-500, the 410 and the too-slow endpoint are dead-lettered; everything else is sent.
     assert_eq!(n("dead"), 3, "{s}");
     assert_eq!(n("sent"), 237, "{s}");
     assert_eq!((n("pending"), n("failed"), n("cancelled")), (0, 0, 0));
-    assert!(n("retries") >= 20 + 8 + 1, "flaky, throttled and failing endpoints were retried: {s}");
+    assert!(
+        n("retries") >= 20 + 8 + 1,
+        "flaky, throttled and failing endpoints were retried: {s}"
+    );
     assert_eq!(n("duplicate_deliveries"), 0, "{s}");
     assert_eq!(n("bad_signatures"), 0, "{s}");
     // 174 webhook requests, 3 of which are never accepted.
     assert_eq!(n("deliveries"), 171, "{s}");
     assert!(n("elapsed_ms") > 0);
     assert_eq!(s["all_terminal"], true);
-    let log = std::fs::read_to_string(dir.path().join("data/messages.log")).expect("log channel file");
+    let log =
+        std::fs::read_to_string(dir.path().join("data/messages.log")).expect("log channel file");
     assert_eq!(log.lines().count(), 66, "one line per log-channel request");
 }
 
@@ -41,7 +61,11 @@ fn demo_reaches_every_request_terminal_with_no_duplicates() {
 fn demo_refuses_a_data_dir_holding_an_earlier_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("herald.db"), b"").expect("write");
-    let out = herald().args(["demo", "--data-dir"]).arg(dir.path()).output().expect("run");
+    let out = herald()
+        .args(["demo", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a demo run"));
 }

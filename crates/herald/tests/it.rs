@@ -4,3 +4,4 @@ mod support;
 
 mod demo;
 mod kill;
+mod serve;

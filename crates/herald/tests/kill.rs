@@ -19,9 +19,21 @@ const SECRET: &str = "whsec_a2lsbC10ZXN0LXNlY3JldC1mb3ItaGVyYWxk";
 
 fn request(receiver: &str, i: usize) -> CreateRequest {
     let (channel, recipient, body) = match i % 4 {
-        0 => ("log", "audit".to_string(), serde_json::json!(format!("line {i}"))),
-        1 => ("webhook", format!("http://{receiver}/hooks/flaky1/{TENANT}/r{i}"), serde_json::json!({ "n": i })),
-        _ => ("webhook", format!("http://{receiver}/hooks/ok/{TENANT}/r{i}"), serde_json::json!({ "n": i })),
+        0 => (
+            "log",
+            "audit".to_string(),
+            serde_json::json!(format!("line {i}")),
+        ),
+        1 => (
+            "webhook",
+            format!("http://{receiver}/hooks/flaky1/{TENANT}/r{i}"),
+            serde_json::json!({ "n": i }),
+        ),
+        _ => (
+            "webhook",
+            format!("http://{receiver}/hooks/ok/{TENANT}/r{i}"),
+            serde_json::json!({ "n": i }),
+        ),
     };
     CreateRequest {
         channel: channel.into(),
@@ -37,7 +49,10 @@ fn request(receiver: &str, i: usize) -> CreateRequest {
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let shutdown = CancellationToken::new();
-    let receiver = herald::receiver::Receiver::new(HashMap::from([(TENANT.to_string(), SECRET.to_string())]), 100);
+    let receiver = herald::receiver::Receiver::new(
+        HashMap::from([(TENANT.to_string(), SECRET.to_string())]),
+        100,
+    );
     let raddr = receiver.serve(0, shutdown.clone()).await.expect("receiver");
     let db = format!("sqlite://{}", dir.path().join("herald.db").display());
     let config = dir.path().join("herald.toml");
@@ -80,7 +95,13 @@ lease_ttl_ms = 1000
     let create = async |n: usize, created: &mut usize| {
         for _ in 0..n {
             service
-                .create(TENANT, request(&raddr.to_string(), *created), None, String::new(), None)
+                .create(
+                    TENANT,
+                    request(&raddr.to_string(), *created),
+                    None,
+                    String::new(),
+                    None,
+                )
                 .await
                 .expect("create");
             *created += 1;
@@ -114,7 +135,10 @@ lease_ttl_ms = 1000
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let status = terminate(&mut child.0, Duration::from_secs(15));
-    assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}"
+    );
 
     // Every event was projected, exactly once: the checkpoint is the head, and every read model
     // is the fold of its whole stream.
@@ -123,22 +147,35 @@ lease_ttl_ms = 1000
     let events = store.read_all(0, 1_000_000).await.expect("events");
     let mut streams: HashMap<String, Vec<herald_domain::RecordedEvent>> = HashMap::new();
     for e in &events {
-        streams.entry(e.stream_id.clone()).or_default().push(e.clone());
+        streams
+            .entry(e.stream_id.clone())
+            .or_default()
+            .push(e.clone());
     }
     assert_eq!(streams.len(), created);
     for (id, evs) in &streams {
         let folded = MessageRequest::fold(evs).expect("fold");
         let doc = state.get(folded.id).await.expect("get").expect("projected");
         assert_eq!(doc, folded, "read model of {id} is the fold of its stream");
-        let sent = evs.iter().filter(|e| e.event_type == "MessageRequestSent").count();
+        let sent = evs
+            .iter()
+            .filter(|e| e.event_type == "MessageRequestSent")
+            .count();
         assert_eq!(sent, 1, "{id} recorded as sent exactly once");
     }
     // Exactly one job per event that dispatches one: the queue's counters hold every job ever
     // enqueued (finished ones included), and nothing is left over or dead.
     let rules = Rules::seed();
-    let dispatching = events.iter().filter(|e| rules.dispatch(e, e.decode().ok().as_ref()).is_some()).count() as u64;
+    let dispatching = events
+        .iter()
+        .filter(|e| rules.dispatch(e, e.decode().ok().as_ref()).is_some())
+        .count() as u64;
     let q = state.queue_info().await.expect("queue info").total;
-    assert_eq!(q.waiting + q.active + q.delayed + q.completed + q.dead, dispatching, "{q:?}");
+    assert_eq!(
+        q.waiting + q.active + q.delayed + q.completed + q.dead,
+        dispatching,
+        "{q:?}"
+    );
     assert_eq!((q.waiting, q.active, q.dead), (0, 0, 0), "{q:?}");
     // A delivery may repeat only when the process died between the receiver's 2xx and the
     // recording of Sent: at most one per kill.

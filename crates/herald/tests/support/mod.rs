@@ -31,7 +31,9 @@ pub fn serve(config: &Path, roles: &str, log: &Path) -> Child {
 
 /// Sends SIGTERM and waits up to `within` for the process to exit; returns its exit status.
 pub fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
