@@ -43,7 +43,8 @@ fn demo_reaches_every_request_terminal_with_no_duplicates() {
     assert_eq!(n("sent"), 237, "{s}");
     assert_eq!((n("pending"), n("failed"), n("cancelled")), (0, 0, 0));
     assert!(
-        n("retries") >= 20 + 8 + 1,
+        // 12 flaky1 endpoints retry once, 8 flaky2 twice, the throttled one once.
+        n("retries") >= 29,
         "flaky, throttled and failing endpoints were retried: {s}"
     );
     assert_eq!(n("duplicate_deliveries"), 0, "{s}");
