@@ -161,7 +161,7 @@ impl NewEvent {
             event_id: Uuid::now_v7(),
             event_type: data.event_type().to_string(),
             tenant: tenant.to_string(),
-            timestamp: now,
+            timestamp: truncate_ms(now),
             data: data.to_json(),
             metadata,
         }
