@@ -57,6 +57,9 @@ pub fn validate_recipient(channel: Channel, recipient: &str) -> Result<(), Domai
     if recipient.trim().is_empty() {
         return Err(invalid("recipient", "must not be empty"));
     }
+    if recipient.contains('\0') {
+        return Err(invalid("recipient", "must not contain NUL characters"));
+    }
     if recipient.len() > MAX_RECIPIENT_LEN {
         return Err(invalid(
             "recipient",
@@ -92,7 +95,29 @@ pub fn validate_recipient(channel: Channel, recipient: &str) -> Result<(), Domai
     Ok(())
 }
 
+/// NUL characters are refused everywhere: PostgreSQL cannot store them in text or JSONB, and
+/// behaviour must not depend on the backend.
+fn reject_nul(field: &str, v: &serde_json::Value) -> Result<(), DomainError> {
+    let bad = match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => return a.iter().try_for_each(|x| reject_nul(field, x)),
+        serde_json::Value::Object(m) => {
+            if m.keys().any(|k| k.contains('\0')) {
+                true
+            } else {
+                return m.values().try_for_each(|x| reject_nul(field, x));
+            }
+        }
+        _ => false,
+    };
+    if bad {
+        return Err(invalid(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
 fn validate_body(channel: Channel, body: &serde_json::Value) -> Result<(), DomainError> {
+    reject_nul("body", body)?;
     match channel {
         // A webhook body is any JSON value.
         Channel::Webhook => Ok(()),
@@ -105,7 +130,7 @@ fn validate_body(channel: Channel, body: &serde_json::Value) -> Result<(), Domai
 }
 
 fn validate_subject(subject: &str) -> Result<(), DomainError> {
-    if subject.len() > MAX_SUBJECT_LEN || subject.contains(['\r', '\n']) {
+    if subject.len() > MAX_SUBJECT_LEN || subject.contains(['\r', '\n', '\0']) {
         return Err(invalid(
             "subject",
             format!("must be one line of at most {MAX_SUBJECT_LEN} bytes"),

@@ -357,4 +357,13 @@ fn create_validation_names_the_field() {
         "body"
     );
     assert_eq!(bad("log", "", "hi".into()), "recipient");
+    assert_eq!(
+        bad(
+            "webhook",
+            "https://x.test/",
+            serde_json::json!({"a": ["b\u{0}"]})
+        ),
+        "body"
+    );
+    assert_eq!(bad("log", "a\u{0}b", "hi".into()), "recipient");
 }
