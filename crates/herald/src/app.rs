@@ -13,7 +13,7 @@ use herald_core::projector::{Projector, ProjectorConfig, default_holder};
 use herald_core::service::Service;
 use herald_core::worker::{WorkerConfig, Workers};
 use herald_core::{EventStore, StateBackend};
-use herald_domain::{Channel, Rules};
+use herald_domain::Channel;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -238,9 +238,4 @@ pub async fn start(
         backends,
         tasks,
     })
-}
-
-/// The rules, as configured (exposed for the CLI's `config check`).
-pub fn rules(cfg: &Config) -> Rules {
-    cfg.rules()
 }
