@@ -112,6 +112,20 @@ impl QueueCounts {
         self.dead += o.dead;
     }
 
+    /// Sets the count of the state named `state` (`waiting`, `active`, …); other names are
+    /// ignored. Backends store counters by state name and read them back through this.
+    pub fn set(&mut self, state: &str, n: u64) {
+        match state {
+            "waiting" => self.waiting = n,
+            "active" => self.active = n,
+            "delayed" => self.delayed = n,
+            "completed" => self.completed = n,
+            "failed" => self.failed = n,
+            "dead" => self.dead = n,
+            _ => {}
+        }
+    }
+
     /// Jobs still to run.
     pub fn outstanding(&self) -> u64 {
         self.waiting + self.active + self.delayed
@@ -225,6 +239,16 @@ pub trait StateBackend: Send + Sync + 'static {
 
     /// Marks a leased job done. Returns false when the lease was lost (the job ran elsewhere).
     async fn complete(&self, lease: &Lease) -> Result<bool, StateError>;
+
+    /// Marks several leased jobs done at once (one round trip where the backend allows). Returns,
+    /// per lease, whether it was still held.
+    async fn complete_many(&self, leases: &[Lease]) -> Result<Vec<bool>, StateError> {
+        let mut out = Vec::with_capacity(leases.len());
+        for l in leases {
+            out.push(self.complete(l).await?);
+        }
+        Ok(out)
+    }
 
     /// Records an errored run: the job runs again after `retry_in`, or moves to the dead set when
     /// it has used its max attempts. Returns false when the lease was lost.

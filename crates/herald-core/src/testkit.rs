@@ -30,6 +30,7 @@ macro_rules! state_conformance {
             reset_projections_keeps_the_queue,
             released_jobs_run_again_without_an_attempt,
             wait_for_jobs_wakes_on_enqueue,
+            complete_many_completes_each_held_lease,
         );
     };
 }

@@ -23,6 +23,9 @@ use crate::projector::{Backoff, default_holder};
 use crate::state::{Job, Lease, StateBackend, StateError};
 use crate::store::{AppendStream, EventStore, IdempotencyRecord, StoreError};
 
+/// Longest a worker waits for more slots to free up before leasing, to lease in batches.
+const BATCH_WAIT: Duration = Duration::from_millis(2);
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Jobs run at once in this process.
@@ -114,9 +117,20 @@ impl Workers {
 
     /// Leases and runs jobs until `shutdown`. Then stops leasing, lets in-flight jobs finish within
     /// the grace period and releases the rest back to the queue.
+    ///
+    /// One loop leases jobs for this process; each job runs in its own task. Finished jobs are
+    /// reported back to the loop, which marks them complete in batches just before it leases the
+    /// next jobs: under load that is one `complete_many` and one `reserve` per batch instead of a
+    /// round trip of each per job. A completion that is lost (crash before the batch) only means
+    /// the lease expires and the idempotent job runs again.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let concurrency = self.cfg.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
         let in_flight: Arc<Mutex<HashMap<String, Lease>>> = Arc::default();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Lease>();
+        let mut done: Vec<Lease> = Vec::new();
+        // Wait for this many free slots (briefly) before leasing, so leases come in batches.
+        let batch_target = (concurrency / 4).max(1);
         let mut tasks = JoinSet::new();
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
@@ -126,6 +140,21 @@ impl Workers {
                 _ = shutdown.cancelled() => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
+            while let Ok(l) = done_rx.try_recv() {
+                done.push(l);
+            }
+            if slots.available_permits() + 1 < batch_target
+                && slots.available_permits() + 1 < concurrency
+            {
+                let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+                while slots.available_permits() + 1 < batch_target {
+                    tokio::select! {
+                        l = done_rx.recv() => match l { Some(l) => done.push(l), None => break },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+            }
+            self.flush_completions(&mut done).await;
             let free = slots.available_permits() + 1;
             let jobs = match self
                 .state
@@ -149,12 +178,27 @@ impl Workers {
             };
             if jobs.is_empty() {
                 drop(first);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = self.state.wait_for_jobs(Duration::from_secs(1)) => {
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "waiting for jobs failed");
-                            tokio::time::sleep(backoff.next_delay()).await;
+                // Idle: wait for work, but keep recording completions as they arrive.
+                let wait = self.state.wait_for_jobs(Duration::from_secs(1));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        l = done_rx.recv() => {
+                            if let Some(l) = l {
+                                done.push(l);
+                                while let Ok(l) = done_rx.try_recv() {
+                                    done.push(l);
+                                }
+                                self.flush_completions(&mut done).await;
+                            }
+                        }
+                        r = &mut wait => {
+                            if let Err(e) = r {
+                                tracing::warn!(error = %e, "waiting for jobs failed");
+                                tokio::time::sleep(backoff.next_delay()).await;
+                            }
+                            break;
                         }
                     }
                 }
@@ -176,10 +220,15 @@ impl Workers {
                 }
                 let this = self.clone();
                 let in_flight = in_flight.clone();
+                let done_tx = done_tx.clone();
                 tasks.spawn(async move {
-                    this.run_one(job.clone()).await;
+                    let id = job.id.clone();
+                    if let Some(lease) = this.execute(job).await {
+                        // The loop owns the receiver until it returns, after every task ended.
+                        let _ = done_tx.send(lease);
+                    }
                     if let Ok(mut m) = in_flight.lock() {
-                        m.remove(&job.id);
+                        m.remove(&id);
                     }
                     drop(permit);
                 });
@@ -193,25 +242,52 @@ impl Workers {
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-            let leases: Vec<Lease> = in_flight
-                .lock()
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default();
-            for lease in leases {
-                match self.state.release(&lease).await {
-                    Ok(_) => {
-                        tracing::info!(job_id = %lease.job_id, "released in-flight job at shutdown")
-                    }
-                    Err(e) => {
-                        tracing::warn!(job_id = %lease.job_id, error = %e, "could not release job; its lease will expire")
-                    }
+        }
+        while let Ok(l) = done_rx.try_recv() {
+            done.push(l);
+        }
+        self.flush_completions(&mut done).await;
+        let leases: Vec<Lease> = in_flight
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for lease in leases {
+            match self.state.release(&lease).await {
+                Ok(_) => {
+                    tracing::info!(job_id = %lease.job_id, "released in-flight job at shutdown")
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %lease.job_id, error = %e, "could not release job; its lease will expire")
                 }
             }
         }
     }
 
+    async fn flush_completions(&self, done: &mut Vec<Lease>) {
+        if done.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.complete_many(done).await {
+            // The leases will expire and the jobs run again; every handler is idempotent.
+            tracing::warn!(jobs = done.len(), error = %e, "could not mark jobs complete");
+        }
+        done.clear();
+    }
+
     /// Runs one leased job and records the result in the queue.
     pub async fn run_one(&self, job: Job) {
+        let id = job.id.clone();
+        if let Some(lease) = self.execute(job).await
+            && let Err(e) = self.state.complete(&lease).await
+        {
+            // The lease will expire and the job run again; every handler is idempotent.
+            tracing::warn!(job_id = %id, error = %e, "could not mark job complete");
+        }
+    }
+
+    /// Runs one leased job. A failed run is recorded at once (with back-off); a successful one
+    /// returns its lease for the caller to mark complete.
+    async fn execute(&self, job: Job) -> Option<Lease> {
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.cfg.job_timeout, self.handle(&job)).await {
             Ok(r) => r,
@@ -231,10 +307,7 @@ impl Workers {
                 };
                 metrics::counter!("herald_jobs_total", "job" => name, "outcome" => label)
                     .increment(1);
-                if let Err(e) = self.state.complete(&job.lease).await {
-                    // The lease will expire and the job run again; every handler is idempotent.
-                    tracing::warn!(job_id = %job.id, error = %e, "could not mark job complete");
-                }
+                Some(job.lease)
             }
             Err(e) => {
                 metrics::counter!("herald_jobs_total", "job" => name, "outcome" => "error")
@@ -244,6 +317,7 @@ impl Workers {
                 if let Err(e) = self.state.fail(&job.lease, &e.to_string(), retry_in).await {
                     tracing::warn!(job_id = %job.id, error = %e, "could not record job failure");
                 }
+                None
             }
         }
     }

@@ -262,7 +262,15 @@ impl StateBackend for RedisState {
     }
 
     async fn complete(&self, lease: &Lease) -> Result<bool, StateError> {
-        queue::complete(self, lease).await
+        Ok(queue::complete_many(self, std::slice::from_ref(lease))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    async fn complete_many(&self, leases: &[Lease]) -> Result<Vec<bool>, StateError> {
+        queue::complete_many(self, leases).await
     }
 
     async fn fail(

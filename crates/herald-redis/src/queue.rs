@@ -98,17 +98,25 @@ fn decode_job(f: &[String]) -> Result<Job, StateError> {
     })
 }
 
-pub(crate) async fn complete(s: &RedisState, lease: &Lease) -> Result<bool, StateError> {
+pub(crate) async fn complete_many(
+    s: &RedisState,
+    leases: &[Lease],
+) -> Result<Vec<bool>, StateError> {
+    if leases.is_empty() {
+        return Ok(vec![]);
+    }
     let k = &s.keys;
     let mut inv = s.scripts.complete.prepare_invoke();
     inv.key(&k.active)
         .key(&k.finished)
         .key(&k.counts)
         .arg(&k.prefix)
-        .arg(&lease.job_id)
-        .arg(&lease.token)
         .arg(KEEP_FINISHED_JOBS);
-    Ok(s.run::<i64>(&inv).await? == 1)
+    for lease in leases {
+        inv.arg(&lease.job_id).arg(&lease.token);
+    }
+    let done: Vec<i64> = s.run(&inv).await?;
+    Ok(done.into_iter().map(|d| d == 1).collect())
 }
 
 pub(crate) async fn fail(
@@ -172,15 +180,7 @@ pub(crate) async fn info(s: &RedisState) -> Result<QueueInfo, StateError> {
         // Gauges never go below zero; a negative one would only come from a hand-edited hash.
         let n = u64::try_from(n).unwrap_or(0);
         let c = by_name.entry(name.to_string()).or_default();
-        match state {
-            "waiting" => c.waiting = n,
-            "active" => c.active = n,
-            "delayed" => c.delayed = n,
-            "completed" => c.completed = n,
-            "failed" => c.failed = n,
-            "dead" => c.dead = n,
-            _ => {}
-        }
+        c.set(state, n);
     }
     Ok(QueueInfo::from_names(by_name))
 }

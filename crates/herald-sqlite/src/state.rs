@@ -510,22 +510,39 @@ impl StateBackend for SqliteState {
     }
 
     async fn complete(&self, lease: &Lease) -> Result<bool, StateError> {
-        let lease = lease.clone();
-        let trim = self.completions.fetch_add(1, Ordering::Relaxed) % TRIM_EVERY == TRIM_EVERY - 1;
+        Ok(self
+            .complete_many(std::slice::from_ref(lease))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    async fn complete_many(&self, leases: &[Lease]) -> Result<Vec<bool>, StateError> {
+        let leases = leases.to_vec();
+        let n = leases.len() as u64;
+        let before = self.completions.fetch_add(n, Ordering::Relaxed);
+        // Trim once every TRIM_EVERY completions, not on every one.
+        let trim = before / TRIM_EVERY != (before + n) / TRIM_EVERY;
         Ok(self
             .db
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let Some(name) = active_name(&tx, &lease)? else {
-                    return Ok(false);
-                };
-                let seq = next_seq(&tx)?;
-                // `seq` doubles as the finishing order, for trimming the oldest finished jobs.
-                tx.execute(
-                    "UPDATE jobs SET state = 'completed', lease_token = NULL, lease_until = NULL, seq = ?2 WHERE id = ?1",
-                    params![lease.job_id, seq],
-                )?;
-                count(&tx, &name, Some("active"), Some("completed"), 1)?;
+                let mut done = Vec::with_capacity(leases.len());
+                for lease in &leases {
+                    let Some(name) = active_name(&tx, lease)? else {
+                        done.push(false);
+                        continue;
+                    };
+                    let seq = next_seq(&tx)?;
+                    // `seq` doubles as the finishing order, for trimming the oldest finished jobs.
+                    tx.execute(
+                        "UPDATE jobs SET state = 'completed', lease_token = NULL, lease_until = NULL, seq = ?2 WHERE id = ?1",
+                        params![lease.job_id, seq],
+                    )?;
+                    count(&tx, &name, Some("active"), Some("completed"), 1)?;
+                    done.push(true);
+                }
                 if trim {
                     tx.execute(
                         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'completed'
@@ -534,7 +551,7 @@ impl StateBackend for SqliteState {
                     )?;
                 }
                 tx.commit()?;
-                Ok(true)
+                Ok(done)
             })
             .await?)
     }
@@ -681,15 +698,7 @@ impl StateBackend for SqliteState {
                     let (name, state, n) = r?;
                     let c = by_name.entry(name).or_default();
                     let n = n.max(0) as u64;
-                    match state.as_str() {
-                        "waiting" => c.waiting = n,
-                        "active" => c.active = n,
-                        "delayed" => c.delayed = n,
-                        "completed" => c.completed = n,
-                        "failed" => c.failed = n,
-                        "dead" => c.dead = n,
-                        _ => {}
-                    }
+                    c.set(&state, n);
                 }
                 Ok(QueueInfo::from_names(by_name))
             })

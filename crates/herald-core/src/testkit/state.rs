@@ -8,7 +8,7 @@ use herald_domain::{Channel, JobName, MessageRequest, Status};
 use uuid::Uuid;
 
 use crate::state::{
-    KEEP_FINISHED_JOBS, ListQuery, NewJob, ProjectionStep, StateBackend, StateError,
+    KEEP_FINISHED_JOBS, Lease, ListQuery, NewJob, ProjectionStep, StateBackend, StateError,
 };
 
 type S = Arc<dyn StateBackend>;
@@ -556,4 +556,31 @@ pub async fn wait_for_jobs_wakes_on_enqueue(s: S) {
         waited < Duration::from_secs(5),
         "woke after {waited:?}, not on the enqueue"
     );
+}
+
+pub async fn complete_many_completes_each_held_lease(s: S) {
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|i| job(&format!("m{i}"), JobName::Send, 0, 0))
+        .collect();
+    s.enqueue(jobs).await.unwrap();
+    let leased = s.reserve("w", 5, LEASE).await.unwrap();
+    assert_eq!(leased.len(), 5);
+    let stale = Lease {
+        job_id: leased[0].id.clone(),
+        token: "not-the-token".into(),
+    };
+    let mut leases: Vec<Lease> = leased.iter().take(4).map(|j| j.lease.clone()).collect();
+    leases.push(stale);
+    assert_eq!(
+        s.complete_many(&leases).await.unwrap(),
+        vec![true, true, true, true, false]
+    );
+    assert_eq!(
+        s.complete_many(&leases[..1]).await.unwrap(),
+        vec![false],
+        "already completed"
+    );
+    assert_eq!(s.complete_many(&[]).await.unwrap(), Vec::<bool>::new());
+    let info = s.queue_info().await.unwrap();
+    assert_eq!((info.total.active, info.total.completed), (1, 4));
 }
