@@ -33,6 +33,12 @@ pub struct DemoOptions {
     /// Give up after this long.
     pub timeout: Duration,
     pub concurrency: usize,
+    /// Event store URL instead of the data directory's SQLite file (must hold no events).
+    pub event_store: Option<String>,
+    /// State URL instead of the data directory's SQLite file.
+    pub state: Option<String>,
+    /// Redis key namespace (a fresh `demo-<id>` by default).
+    pub namespace: Option<String>,
     /// Draw the progress line even when stderr is not a terminal.
     pub progress: bool,
 }
@@ -48,6 +54,9 @@ impl Default for DemoOptions {
             webhook_timeout_ms: 2000,
             timeout: Duration::from_secs(180),
             concurrency: 16,
+            event_store: None,
+            state: None,
+            namespace: None,
             progress: std::io::stderr().is_terminal(),
         }
     }
@@ -179,8 +188,12 @@ pub async fn run(opts: DemoOptions) -> Result<Summary, DemoError> {
 
     let db = format!("sqlite://{}", dir.join("herald.db").display());
     let mut cfg = Config {
-        event_store: db.clone(),
-        state: db,
+        event_store: opts.event_store.clone().unwrap_or_else(|| db.clone()),
+        state: opts.state.clone().unwrap_or(db),
+        namespace: opts
+            .namespace
+            .clone()
+            .unwrap_or_else(|| format!("demo-{}", uuid::Uuid::new_v4().simple())),
         tenants: tenants
             .iter()
             .map(|t| TenantConfig {
@@ -210,7 +223,29 @@ pub async fn run(opts: DemoOptions) -> Result<Summary, DemoError> {
         projector: true,
         worker: true,
     };
-    let running = app::start(&cfg, roles, StartOptions::default(), shutdown.clone()).await?;
+    let issues = cfg.validate(None);
+    if let Some(i) = issues.first() {
+        return Err(DemoError::Input(i.to_string()));
+    }
+    let backends = app::open_backends(&cfg).await?;
+    // The demo's figures count every request in the state: both must start empty, or old work
+    // would be counted (and an old store's events re-dispatched into a new state).
+    if backends.store.head().await? > 0 || backends.state.checkpoint().await? > 0 {
+        return Err(DemoError::Input(
+            "the event store or state already holds data; give the demo an empty schema/database and a fresh namespace"
+                .into(),
+        ));
+    }
+    let running = app::start(
+        &cfg,
+        roles,
+        StartOptions {
+            backends: Some(backends),
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await?;
     let service = running.service.clone();
 
     for (tenant, req) in requests.iter().cloned() {

@@ -66,6 +66,16 @@ enum Command {
         /// Jobs run at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Event store URL (postgres://…?schema=…) instead of the data directory's SQLite file;
+        /// it must hold no events yet.
+        #[arg(long)]
+        event_store: Option<String>,
+        /// State URL (redis://…) instead of the data directory's SQLite file.
+        #[arg(long)]
+        state: Option<String>,
+        /// Redis key namespace (default: a fresh `demo-<id>`).
+        #[arg(long)]
+        namespace: Option<String>,
     },
     /// Queue statistics (the seed's getQueueInfo).
     Queue {
@@ -272,6 +282,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             webhook_timeout_ms,
             timeout_s,
             concurrency,
+            event_store,
+            state,
+            namespace,
         } => {
             init_logging(cli.log_json, "warn");
             let summary = demo::run(demo::DemoOptions {
@@ -284,6 +297,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout_s),
                 concurrency,
                 progress: std::io::stderr().is_terminal(),
+                event_store,
+                state,
+                namespace,
             })
             .await?;
             print!("{}", demo::render(&summary));

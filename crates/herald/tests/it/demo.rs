@@ -70,3 +70,52 @@ fn demo_refuses_a_data_dir_holding_an_earlier_run() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a demo run"));
 }
+
+/// The same demo with the production backends: PostgreSQL event store, Redis state.
+#[test]
+fn demo_on_postgres_and_redis() {
+    let pg = crate::support::postgres_url();
+    let redis_url = crate::support::redis_url();
+    let schema = format!("herald_demo_{}", uuid::Uuid::new_v4().simple());
+    let namespace = format!("test-demo-{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = crate::support::Cleanup {
+        schema: Some(schema.clone()),
+        namespace: Some(namespace.clone()),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let summary_path = dir.path().join("summary.json");
+    let out = herald()
+        .args([
+            "demo",
+            "--retry-delay-ms",
+            "200",
+            "--webhook-timeout-ms",
+            "500",
+            "--timeout-s",
+            "120",
+        ])
+        .args(["--event-store", &format!("{pg}?schema={schema}")])
+        .args(["--state", &redis_url, "--namespace", &namespace])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--summary-json")
+        .arg(&summary_path)
+        .output()
+        .expect("run herald demo");
+    assert!(
+        out.status.success(),
+        "demo failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).expect("summary"))
+            .expect("JSON");
+    assert_eq!(
+        (s["total"].as_u64(), s["sent"].as_u64(), s["dead"].as_u64()),
+        (Some(240), Some(237), Some(3)),
+        "{s}"
+    );
+    assert_eq!(s["duplicate_deliveries"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["deliveries"].as_u64(), Some(171), "{s}");
+}

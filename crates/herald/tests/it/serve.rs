@@ -176,20 +176,11 @@ async fn serve_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_redis() {
-    let url =
-        std::env::var("HERALD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let url = crate::support::redis_url();
     let ns = format!("test-serve-{}", uuid::Uuid::new_v4().simple());
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut conn = client.get_connection().unwrap_or_else(|e| {
-        panic!("Redis is unreachable at {url} ({e}); start it with: redis-server --daemonize yes --port 6379 --save \"\" --appendonly no")
-    });
+    let _cleanup = crate::support::Cleanup {
+        schema: None,
+        namespace: Some(ns.clone()),
+    };
     exercise(&url, &ns).await;
-    // Clean up this test's namespace only (never FLUSHDB a shared server).
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{ns}}}:*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap_or(());
-    }
 }

@@ -56,3 +56,67 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The shared PostgreSQL (database `test`); tests use their own schema in it.
+pub fn postgres_url() -> String {
+    let url = std::env::var("HERALD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let ok = Command::new("psql")
+        .arg(&url)
+        .args(["-qAtc", "SELECT 1"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "PostgreSQL is unreachable at {url}; start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+    );
+    url
+}
+
+/// The shared Redis; tests use their own key namespace in it.
+pub fn redis_url() -> String {
+    let url =
+        std::env::var("HERALD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let reachable = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .is_ok();
+    assert!(
+        reachable,
+        "Redis is unreachable at {url}; start it with: redis-server --daemonize yes --port 6379 --save \"\" --appendonly no"
+    );
+    url
+}
+
+/// Drops a test's PostgreSQL schema and deletes its Redis namespace when dropped (never FLUSHDB:
+/// the servers are shared).
+pub struct Cleanup {
+    pub schema: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(schema) = &self.schema {
+            let _ = Command::new("psql")
+                .arg(postgres_url())
+                .args([
+                    "-qc",
+                    &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+                ])
+                .output();
+        }
+        if let Some(ns) = &self.namespace
+            && let Ok(mut c) =
+                redis::Client::open(redis_url().as_str()).and_then(|c| c.get_connection())
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{{{ns}}}:*"))
+                .query(&mut c)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut c);
+            }
+        }
+    }
+}
