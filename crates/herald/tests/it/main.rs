@@ -4,4 +4,5 @@ mod support;
 
 mod demo;
 mod kill;
+mod redis_restart;
 mod serve;
