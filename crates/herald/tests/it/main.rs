@@ -5,4 +5,5 @@ mod support;
 mod demo;
 mod kill;
 mod redis_restart;
+mod scale_out;
 mod serve;

@@ -13,6 +13,11 @@ pub fn herald() -> Command {
 
 /// Starts `herald serve` with a config file; its log goes to `log`.
 pub fn serve(config: &Path, roles: &str, log: &Path) -> Child {
+    serve_with(config, roles, log, &[])
+}
+
+/// `serve` with extra environment variables (e.g. `HERALD_LISTEN` for a second process).
+pub fn serve_with(config: &Path, roles: &str, log: &Path, env: &[(&str, String)]) -> Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -21,7 +26,8 @@ pub fn serve(config: &Path, roles: &str, log: &Path) -> Child {
     herald()
         .args(["serve", "--roles", roles, "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn,herald=info")
+        .env("RUST_LOG", "warn,herald=info,herald_core=info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("log"))
         .stderr(out)
