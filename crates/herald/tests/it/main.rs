@@ -4,6 +4,7 @@ mod support;
 
 mod demo;
 mod kill;
+mod pg_restart;
 mod redis_restart;
 mod scale_out;
 mod serve;

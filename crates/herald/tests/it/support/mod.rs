@@ -193,3 +193,116 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// A private PostgreSQL cluster in a temporary directory, which a test may stop and restart
+/// (the shared server must never be restarted by a test).
+pub struct PrivatePostgres {
+    pub port: u16,
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .expect("PostgreSQL server binaries (initdb, pg_ctl) are needed: apt-get install postgresql");
+        let dir = tempfile::tempdir().expect("temp dir");
+        // initdb refuses to run as root; the cluster belongs to the postgres user.
+        let owner = Command::new("chown")
+            .arg("postgres")
+            .arg(dir.path())
+            .status();
+        assert!(
+            owner.is_ok_and(|s| s.success()),
+            "chown postgres {}",
+            dir.path().display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let pg = PrivatePostgres { port, bin, dir };
+        pg.as_postgres(&[
+            "initdb",
+            "-D",
+            &pg.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        pg.start_server();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, args: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(args[0]))
+            .args(&args[1..])
+            .output()
+            .expect("runuser");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start_server(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+    }
+
+    /// An immediate stop: connections are cut as by a crash.
+    pub fn stop(&self) {
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
