@@ -126,6 +126,33 @@ impl RedisState {
 
     /// Warns when Redis may evict keys: an evicting Redis silently drops jobs and read models
     /// under memory pressure. Managed Redis services often disable CONFIG; that is tolerated.
+    /// Deletes every key of this namespace (SCAN + UNLINK): for throw-away namespaces such as a
+    /// benchmark's. Never touches other namespaces. Returns how many keys were deleted.
+    pub async fn delete_namespace(&self) -> Result<u64, StateError> {
+        let pattern = format!("{}*", self.keys.prefix);
+        let mut cursor = 0u64;
+        let mut deleted = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .cursor_arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            if !batch.is_empty() {
+                deleted += self.query::<u64>(redis::cmd("UNLINK").arg(&batch)).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
     pub async fn warn_if_evicting(&self) {
         let mut c = self.conn.clone();
         let reply: redis::RedisResult<HashMap<String, String>> = redis::cmd("CONFIG")

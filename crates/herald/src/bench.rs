@@ -23,6 +23,8 @@ pub struct BenchOptions {
     pub event_store: String,
     pub state: String,
     pub namespace: String,
+    /// Delete the Redis namespace afterwards (it was made up for this run).
+    pub delete_namespace: bool,
     pub requests: usize,
     pub concurrency: usize,
     pub batch: usize,
@@ -252,6 +254,18 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
         }
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
+    if opts.delete_namespace
+        && (opts.state.starts_with("redis://") || opts.state.starts_with("rediss://"))
+    {
+        match herald_redis::RedisState::connect(&opts.state, &opts.namespace).await {
+            Ok(r) => {
+                if let Err(e) = r.delete_namespace().await {
+                    tracing::warn!(error = %e, namespace = %opts.namespace, "could not delete the bench namespace");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not delete the bench namespace"),
+        }
+    }
     let jobs = queue.total;
     let enqueued = (jobs.waiting + jobs.active + jobs.delayed + jobs.completed + jobs.dead) as i64;
     let secs = |d: Duration| d.as_secs_f64().max(1e-9);

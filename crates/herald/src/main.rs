@@ -443,6 +443,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = herald::bench::run(herald::bench::BenchOptions {
                 event_store,
                 state,
+                delete_namespace: namespace.is_none(),
                 namespace: namespace
                     .unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4().simple())),
                 requests,
