@@ -177,7 +177,20 @@ fn init_logging(json: bool, default: &str) {
     }
 }
 
+/// glibc gives every thread that allocates its own malloc arena; Herald's SQLite, network and
+/// runtime threads then hold memory they no longer use (120 MiB peak for a 100,000-request bench,
+/// 47 MiB with two arenas, and no slower).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; it is called first thing in main, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
