@@ -100,7 +100,7 @@ lease_ttl_ms = 1000
         channel: "webhook".into(),
         recipient: format!(
             "http://{raddr}/hooks/{}/{TENANT}/r{i}",
-            if i % 5 == 0 { "flaky1" } else { "ok" }
+            if i.is_multiple_of(5) { "flaky1" } else { "ok" }
         ),
         subject: None,
         body: serde_json::json!({ "n": i }),
