@@ -399,7 +399,15 @@ impl Workers {
                     let Some(now) = self.load(state.id).await? else {
                         return Ok(JobOutcome::Skipped("request vanished"));
                     };
-                    if now.status != state.status {
+                    // A delivery that happened is recorded even if the request was cancelled or
+                    // edited meanwhile: the cancel came too late, and the audit trail must say
+                    // the message went out. Other outcomes are dropped on a status change; the
+                    // job's next run decides again.
+                    let delivered = matches!(event, EventData::MessageRequestSent(_));
+                    if now.status == Status::Sent {
+                        return Ok(JobOutcome::Skipped("already recorded as sent"));
+                    }
+                    if now.status != state.status && !delivered {
                         tracing::warn!(request_id = %state.id, was = %state.status, now = %now.status, "request changed while the job ran; outcome not recorded");
                         return Ok(JobOutcome::Skipped("request changed while the job ran"));
                     }

@@ -142,6 +142,7 @@ fn validate_subject(subject: &str) -> Result<(), DomainError> {
 fn validate_metadata(
     v: serde_json::Value,
 ) -> Result<serde_json::Map<String, serde_json::Value>, DomainError> {
+    reject_nul("metadata", &v)?;
     match v {
         serde_json::Value::Object(m) => Ok(m),
         serde_json::Value::Null => Ok(Default::default()),

@@ -160,6 +160,21 @@ pub async fn start(
         Some(b) => b,
         None => open_backends(cfg).await?,
     };
+    // Bind first: a process that cannot listen must fail before it takes the projector lease or
+    // leases jobs.
+    let listener = if roles.api {
+        Some(match opts.listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind(&cfg.listen)
+                .await
+                .map_err(|source| AppError::Listen {
+                    addr: cfg.listen.clone(),
+                    source,
+                })?,
+        })
+    } else {
+        None
+    };
     let rules = Arc::new(cfg.rules());
     let service = Service::new(backends.store.clone(), backends.state.clone());
     let mut tasks = JoinSet::new();
@@ -210,18 +225,8 @@ pub async fn start(
             tracing::info!("workers stopped");
         });
     }
-    let mut addr = None;
-    if roles.api {
-        let listener = match opts.listener {
-            Some(l) => l,
-            None => tokio::net::TcpListener::bind(&cfg.listen)
-                .await
-                .map_err(|source| AppError::Listen {
-                    addr: cfg.listen.clone(),
-                    source,
-                })?,
-        };
-        addr = listener.local_addr().ok();
+    let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = listener {
         crate::api_role::spawn(
             cfg,
             service.clone(),

@@ -12,6 +12,22 @@ use figment::providers::{Env, Format, Toml};
 use herald_domain::{Delay, Rules};
 use serde::{Deserialize, Serialize};
 
+/// Top-level keys, for picking configuration out of `HERALD_*` environment variables.
+const CONFIG_KEYS: &[&str] = &[
+    "listen",
+    "event_store",
+    "state",
+    "namespace",
+    "tenants",
+    "admin_key",
+    "admin_key_sha256",
+    "rules",
+    "channels",
+    "workers",
+    "projector",
+    "max_body_bytes",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -259,7 +275,17 @@ impl Config {
             fig = fig.merge(Toml::string(&t));
             text = Some(t);
         }
-        let fig = fig.merge(Env::prefixed("HERALD_").split("__"));
+        // Only variables that name a configuration key: HERALD_CONFIG (the file's path) and other
+        // HERALD_* variables of the environment are not configuration.
+        let fig = fig.merge(Env::prefixed("HERALD_").split("__").filter(|k| {
+            let top = k
+                .as_str()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            CONFIG_KEYS.contains(&top.as_str())
+        }));
         let cfg: Config = fig
             .extract()
             .map_err(|e| ConfigError::Parse(format!("{e}")))?;
@@ -429,12 +455,16 @@ impl Config {
         if self.workers.lease_ms < 1000 {
             issue("workers.lease_ms".into(), "must be at least 1000".into());
         }
-        if self.workers.lease_ms <= self.channels.webhook_timeout_ms {
+        if self.workers.lease_ms < self.channels.webhook_timeout_ms + 2000 {
             issue(
                 "workers.lease_ms".into(),
-                "must be longer than channels.webhook_timeout_ms, or a slow delivery would run twice".into(),
+                format!(
+                    "must be at least channels.webhook_timeout_ms + 2000 ({}), or a slow delivery would outlive its lease and run twice",
+                    self.channels.webhook_timeout_ms + 2000
+                ),
             );
         }
+
         if self.projector.batch_size == 0 || self.projector.batch_size > 10_000 {
             issue(
                 "projector.batch_size".into(),

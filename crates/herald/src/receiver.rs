@@ -8,7 +8,8 @@
 //! - `down`: always 500;
 //! - `gone`: 410 (permanent);
 //! - `throttle`: 429 with `Retry-After: 1` once, then 200;
-//! - `slow`: answers 503 after `slow_ms` (longer than Herald's timeout).
+//! - `slow`: answers 503 after `slow_ms` (longer than Herald's timeout);
+//! - `slowok`: answers 200 after `slow_ms`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -165,6 +166,10 @@ async fn hook(
                 .into_response();
         }
         "throttle" => StatusCode::OK,
+        "slowok" => {
+            tokio::time::sleep(Duration::from_millis(rx.slow_ms)).await;
+            StatusCode::OK
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_millis(rx.slow_ms)).await;
             StatusCode::SERVICE_UNAVAILABLE

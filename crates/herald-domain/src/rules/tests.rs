@@ -366,4 +366,16 @@ fn create_validation_names_the_field() {
         "body"
     );
     assert_eq!(bad("log", "a\u{0}b", "hi".into()), "recipient");
+    let with_metadata = CreateRequest {
+        channel: "log".into(),
+        recipient: "ops".into(),
+        subject: None,
+        body: "hi".into(),
+        metadata: Some(serde_json::json!({"k": "a\u{0}b"})),
+        idempotency_key: None,
+    };
+    assert!(matches!(
+        with_metadata.into_event(),
+        Err(DomainError::InvalidInput { field, .. }) if field == "metadata"
+    ));
 }

@@ -74,7 +74,7 @@ webhook_timeout_ms = 1000
 log = "{log}"
 [workers]
 concurrency = 8
-lease_ms = 2000
+lease_ms = 3000
 shutdown_grace_ms = 3000
 [projector]
 batch_size = 50

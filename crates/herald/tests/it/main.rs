@@ -2,9 +2,11 @@
 
 mod support;
 
+mod cli;
 mod demo;
 mod kill;
 mod pg_restart;
+mod races;
 mod redis_restart;
 mod scale_out;
 mod serve;

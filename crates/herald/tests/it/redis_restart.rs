@@ -43,7 +43,7 @@ webhook_timeout_ms = 1000
 log = "null"
 [workers]
 concurrency = 8
-lease_ms = 2000
+lease_ms = 3000
 [projector]
 batch_size = 50
 lease_ttl_ms = 1000

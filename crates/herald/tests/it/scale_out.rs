@@ -61,7 +61,7 @@ webhook_timeout_ms = 1000
 log = "null"
 [workers]
 concurrency = 4
-lease_ms = 2000
+lease_ms = 3000
 [projector]
 batch_size = 20
 lease_ttl_ms = 1000
@@ -177,8 +177,15 @@ lease_ttl_ms = 1000
         })
         .count();
     assert_eq!(takeovers, 1, "exactly one standby took over");
-    for p in procs.iter_mut().flatten() {
-        assert!(terminate(&mut p.0, Duration::from_secs(15)).success());
+    for (i, p) in procs.iter_mut().enumerate() {
+        if let Some(p) = p {
+            let status = terminate(&mut p.0, Duration::from_secs(15));
+            assert!(
+                status.success(),
+                "process {i} exited with {status:?}:\n{}",
+                std::fs::read_to_string(&logs[i]).unwrap_or_default()
+            );
+        }
     }
 
     let events = store.read_all(0, 1_000_000).await.expect("events");

@@ -1,0 +1,99 @@
+//! Races between a client and a delivery in flight.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use herald::{Config, Roles, StartOptions};
+use herald_domain::{CreateRequest, Patch, Status};
+use tokio_util::sync::CancellationToken;
+
+/// A cancel that arrives while the message is being delivered comes too late: the delivery is
+/// recorded, the request ends SENT, and the audit trail shows both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_delivery_does_not_hide_the_delivery() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "whsec_cmFjZS10ZXN0LXNlY3JldA==".to_string();
+    let shutdown = CancellationToken::new();
+    let receiver =
+        herald::receiver::Receiver::new(HashMap::from([("acme".to_string(), secret.clone())]), 800);
+    let raddr = receiver.serve(0, shutdown.clone()).await.expect("receiver");
+    let db = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let mut cfg = Config {
+        event_store: db.clone(),
+        state: db,
+        tenants: vec![herald::config::TenantConfig {
+            id: "acme".into(),
+            api_key: Some("race-test-api-key-0123456789".into()),
+            api_key_sha256: None,
+            webhook_secret: Some(secret),
+        }],
+        ..Config::default()
+    };
+    cfg.channels.webhook_timeout_ms = 5000;
+    let roles = Roles {
+        api: false,
+        projector: true,
+        worker: true,
+    };
+    let running = herald::start(&cfg, roles, StartOptions::default(), shutdown.clone())
+        .await
+        .expect("start");
+    let service = running.service.clone();
+    let req = CreateRequest {
+        channel: "webhook".into(),
+        recipient: format!("http://{raddr}/hooks/slowok/acme/x"),
+        subject: None,
+        body: serde_json::json!({"n": 1}),
+        metadata: None,
+        idempotency_key: None,
+    };
+    let id = service
+        .create("acme", req, None, String::new(), None)
+        .await
+        .expect("create")
+        .request
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.stats().received == 0 {
+        assert!(Instant::now() < deadline, "the delivery never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cancel: Patch =
+        serde_json::from_value(serde_json::json!({"status": "CANCELLED"})).expect("patch");
+    let cancelled = service
+        .patch("acme", id, cancel)
+        .await
+        .expect("cancel accepted");
+    assert_eq!(cancelled.status, Status::Cancelled);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let s = service.load("acme", id).await.expect("load");
+        if s.status == Status::Sent {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delivery was never recorded: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(state.attempts, 1);
+    let history: Vec<String> = service
+        .history("acme", id)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "MessageRequestCreated",
+            "MessageRequestUpdated",
+            "MessageRequestSent"
+        ]
+    );
+    assert_eq!(receiver.accepted_for(&id.to_string()), 1);
+    shutdown.cancel();
+    running.wait().await;
+}
