@@ -5,20 +5,18 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use herald_domain::command::decide_requeue;
+use herald_domain::event::{BatchAccepted, BatchItem};
 use herald_domain::{
-    CreateRequest, DomainError, EventData, EventMetadata, JobName, MessageRequest, NewEvent, Patch,
+    CreateRequest, DomainError, EventData, EventMetadata, MessageRequest, NewEvent, Patch,
     RecordedEvent,
 };
 use uuid::Uuid;
 
-use crate::state::{DEFAULT_JOB_MAX_ATTEMPTS, ListQuery, NewJob, Page, StateBackend, StateError};
+use crate::state::{ListQuery, Page, StateBackend, StateError};
 use crate::store::{AppendStream, EventStore, IdempotencyRecord, StoreError};
-use crate::worker::{CreateItem, CreatePayload};
 
 /// Most requests accepted in one batch.
 pub const MAX_BATCH: usize = 10_000;
-/// Requests written by one `createMessageRequests` job.
-pub const CREATE_JOB_CHUNK: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -167,8 +165,11 @@ impl Service {
         })
     }
 
-    /// Validates a batch and enqueues `createMessageRequests` jobs that write it. Returns the ids
-    /// assigned, in input order. Nothing is enqueued unless every item is valid.
+    /// Validates a batch and records it as one `MessageRequestBatchAccepted` event in a stream of
+    /// its own; the projector then dispatches the `createMessageRequests` job that writes the
+    /// requests. Recording the batch as an event (not only as a job) means a state backend that
+    /// loses everything still gets the job back on replay. Returns the ids assigned, in input
+    /// order. Nothing is written unless every item is valid.
     pub async fn create_batch(
         &self,
         tenant: &str,
@@ -186,7 +187,7 @@ impl Service {
                 return Err(ServiceError::Invalid {
                     field: format!("items[{i}].idempotency_key"),
                     message:
-                        "is not supported in a batch; send an Idempotency-Key header with the batch"
+                        "is not supported in a batch; create the request on its own to use one"
                             .into(),
                 });
             }
@@ -197,31 +198,30 @@ impl Service {
                 },
                 other => other.into(),
             })?;
-            prepared.push(CreateItem {
+            prepared.push(BatchItem {
                 id: Uuid::now_v7(),
                 data: data.to_json(),
             });
         }
         let ids: Vec<Uuid> = prepared.iter().map(|p| p.id).collect();
         let batch_id = Uuid::now_v7();
-        let jobs: Vec<NewJob> = prepared
-            .chunks(CREATE_JOB_CHUNK)
-            .enumerate()
-            .map(|(n, chunk)| NewJob {
-                id: format!("create:{batch_id}:{n}"),
-                name: JobName::Create,
-                priority: 0,
-                delay_ms: 0,
-                payload: serde_json::to_value(CreatePayload {
-                    tenant: tenant.to_string(),
-                    correlation_id: batch_id.to_string(),
-                    items: chunk.to_vec(),
-                })
-                .unwrap_or_default(),
-                max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,
+        let event = NewEvent::new(
+            tenant,
+            &EventData::MessageRequestBatchAccepted(BatchAccepted { items: prepared }),
+            EventMetadata {
+                correlation_id: Some(batch_id.to_string()),
+                causation_id: None,
+            },
+            Utc::now(),
+        );
+        self.store
+            .append(AppendStream {
+                stream_id: batch_id.to_string(),
+                expected_version: 0,
+                events: vec![event],
+                idempotency: None,
             })
-            .collect();
-        self.state.enqueue(jobs).await?;
+            .await?;
         Ok(ids)
     }
 

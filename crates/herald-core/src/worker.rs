@@ -12,7 +12,6 @@ use herald_domain::{
     EventData, EventMetadata, JobName, JobPayload, MessageRequest, NewEvent, RetryDecision, Rules,
     Status,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +20,7 @@ use uuid::Uuid;
 use crate::channel::Channels;
 use crate::projector::{Backoff, default_holder};
 use crate::state::{Job, Lease, StateBackend, StateError};
-use crate::store::{AppendStream, EventStore, IdempotencyRecord, StoreError};
+use crate::store::{AppendStream, EventStore, StoreError};
 
 /// Longest a worker waits for more slots to free up before leasing, to lease in batches.
 const BATCH_WAIT: Duration = Duration::from_millis(2);
@@ -70,22 +69,6 @@ pub enum JobOutcome {
     Done,
     /// The work was already done or no longer wanted; nothing was written.
     Skipped(&'static str),
-}
-
-/// One item of a `createMessageRequests` job: a validated request with its assigned id.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateItem {
-    pub id: Uuid,
-    /// The `MessageRequestCreated` payload.
-    pub data: serde_json::Value,
-}
-
-/// Payload of a `createMessageRequests` job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreatePayload {
-    pub tenant: String,
-    pub correlation_id: String,
-    pub items: Vec<CreateItem>,
 }
 
 /// Runs jobs. Cloning is cheap; the handlers are usable on their own (tests call them directly).
@@ -326,11 +309,7 @@ impl Workers {
         match job.name {
             JobName::Send => self.send(&payload(job)?).await,
             JobName::Retry => self.retry(&payload(job)?).await,
-            JobName::Create => {
-                let p: CreatePayload = serde_json::from_value(job.payload.clone())
-                    .map_err(|e| JobError::Payload(e.to_string()))?;
-                self.create(&p, &job.id).await
-            }
+            JobName::Create => self.create(&payload(job)?, &job.id).await,
         }
     }
 
@@ -424,39 +403,57 @@ impl Workers {
         .into())
     }
 
-    /// `createMessageRequests`: writes a batch accepted by the API as `MessageRequestCreated`
-    /// events. Streams that already exist were written by an earlier run of this job.
-    pub async fn create(&self, p: &CreatePayload, job_id: &str) -> Result<JobOutcome, JobError> {
+    /// `createMessageRequests`: writes the requests of a `MessageRequestBatchAccepted` (the
+    /// payload's request id is the batch's stream) as `MessageRequestCreated` events. Streams that
+    /// already exist were written by an earlier run of this job.
+    pub async fn create(&self, p: &JobPayload, job_id: &str) -> Result<JobOutcome, JobError> {
+        let events = self
+            .store
+            .read_stream(&p.message_request_id.to_string())
+            .await?;
+        let Some(batch) = events.iter().find(|e| e.event_id == p.event_id) else {
+            return Ok(JobOutcome::Skipped("batch event not found"));
+        };
+        let Ok(EventData::MessageRequestBatchAccepted(accepted)) = batch.decode() else {
+            return Err(JobError::Payload(format!(
+                "event {} is not a batch",
+                p.event_id
+            )));
+        };
         let now = Utc::now();
-        let mut batch = Vec::with_capacity(p.items.len());
-        for item in &p.items {
-            let data = EventData::decode(herald_domain::event::CREATED, &item.data)
-                .map_err(|e| JobError::Payload(e.to_string()))?;
-            batch.push(AppendStream {
-                stream_id: item.id.to_string(),
-                expected_version: 0,
-                events: vec![NewEvent::new(
-                    &p.tenant,
-                    &data,
-                    EventMetadata {
-                        correlation_id: Some(p.correlation_id.clone()),
-                        causation_id: Some(job_id.to_string()),
-                    },
-                    now,
-                )],
-                idempotency: None::<IdempotencyRecord>,
-            });
-        }
-        let results = self.store.append_many(batch).await?;
-        for r in results {
-            match r {
-                Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+        for chunk in accepted.items.chunks(CREATE_CHUNK) {
+            let mut appends = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                let data = EventData::decode(herald_domain::event::CREATED, &item.data)
+                    .map_err(|e| JobError::Payload(e.to_string()))?;
+                appends.push(AppendStream {
+                    stream_id: item.id.to_string(),
+                    expected_version: 0,
+                    events: vec![NewEvent::new(
+                        &p.tenant,
+                        &data,
+                        EventMetadata {
+                            correlation_id: Some(p.message_request_id.to_string()),
+                            causation_id: Some(job_id.to_string()),
+                        },
+                        now,
+                    )],
+                    idempotency: None,
+                });
+            }
+            for r in self.store.append_many(appends).await? {
+                match r {
+                    Ok(_) | Err(StoreError::VersionConflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(JobOutcome::Done)
     }
 }
+
+/// Requests appended per round trip by a `createMessageRequests` job.
+const CREATE_CHUNK: usize = 500;
 
 fn payload(job: &Job) -> Result<JobPayload, JobError> {
     serde_json::from_value(job.payload.clone()).map_err(|e| JobError::Payload(e.to_string()))

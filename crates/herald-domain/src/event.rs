@@ -11,6 +11,9 @@ pub const UPDATED: &str = "MessageRequestUpdated";
 pub const FAILED: &str = "MessageRequestFailed";
 pub const SENT: &str = "MessageRequestSent";
 pub const DEAD_LETTERED: &str = "MessageRequestDeadLettered";
+/// A batch accepted by the API, recorded in a stream of its own (the batch id) so that it
+/// survives the loss of the state backend; its `createMessageRequests` job writes the requests.
+pub const BATCH_ACCEPTED: &str = "MessageRequestBatchAccepted";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Created {
@@ -64,6 +67,18 @@ pub struct DeadLettered {
     pub last_error: String,
 }
 
+/// One request of an accepted batch: its assigned id and its `MessageRequestCreated` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub id: Uuid,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAccepted {
+    pub items: Vec<BatchItem>,
+}
+
 /// The payload of each of Herald's events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventData {
@@ -72,6 +87,7 @@ pub enum EventData {
     MessageRequestFailed(Failed),
     MessageRequestSent(Sent),
     MessageRequestDeadLettered(DeadLettered),
+    MessageRequestBatchAccepted(BatchAccepted),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +109,7 @@ impl EventData {
             EventData::MessageRequestFailed(_) => FAILED,
             EventData::MessageRequestSent(_) => SENT,
             EventData::MessageRequestDeadLettered(_) => DEAD_LETTERED,
+            EventData::MessageRequestBatchAccepted(_) => BATCH_ACCEPTED,
         }
     }
 
@@ -103,6 +120,7 @@ impl EventData {
             EventData::MessageRequestFailed(x) => serde_json::to_value(x),
             EventData::MessageRequestSent(x) => serde_json::to_value(x),
             EventData::MessageRequestDeadLettered(x) => serde_json::to_value(x),
+            EventData::MessageRequestBatchAccepted(x) => serde_json::to_value(x),
         };
         // These are plain structs of strings, numbers and JSON values: serialising cannot fail.
         v.unwrap_or(serde_json::Value::Null)
@@ -124,6 +142,7 @@ impl EventData {
             FAILED => EventData::MessageRequestFailed(de(event_type, data)?),
             SENT => EventData::MessageRequestSent(de(event_type, data)?),
             DEAD_LETTERED => EventData::MessageRequestDeadLettered(de(event_type, data)?),
+            BATCH_ACCEPTED => EventData::MessageRequestBatchAccepted(de(event_type, data)?),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         })
     }

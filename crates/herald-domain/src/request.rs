@@ -185,6 +185,8 @@ impl MessageRequest {
                         s.attempts = d.attempts;
                         s.last_error = Some(d.last_error.clone());
                     }
+                    // A batch lives in a stream of its own, never in a request's.
+                    EventData::MessageRequestBatchAccepted(_) => return Some(s),
                 }
                 s.version = event.version;
                 s.updated_at = event.timestamp;

@@ -78,7 +78,8 @@ impl Default for Rules {
 }
 
 impl Rules {
-    /// The seed's table, exactly (DESIGN §2).
+    /// The seed's table, exactly (DESIGN §2), plus one row of Herald's own: a
+    /// `MessageRequestBatchAccepted` dispatches the `createMessageRequests` job that writes it.
     pub fn seed() -> Rules {
         Rules {
             rules: vec![
@@ -99,6 +100,16 @@ impl Rules {
                     delay: Delay::Fixed { ms: 5000 },
                     reason: Some("Event-driven retry after failure".into()),
                     max_attempts: Some(DEFAULT_MAX_ATTEMPTS),
+                },
+                // Herald's own addition: a durable batch dispatches the job that writes it.
+                Rule {
+                    event_type: event::BATCH_ACCEPTED,
+                    when_status: None,
+                    job: JobName::Create,
+                    priority: 0,
+                    delay: Delay::Fixed { ms: 0 },
+                    reason: None,
+                    max_attempts: None,
                 },
                 Rule {
                     event_type: event::UPDATED,

@@ -49,6 +49,13 @@ impl Roles {
         worker: true,
     };
 
+    /// The projector and the workers, without the HTTP API.
+    pub const ALL_BUT_API: Roles = Roles {
+        api: false,
+        projector: true,
+        worker: true,
+    };
+
     pub fn parse(s: &str) -> Result<Roles, String> {
         let mut r = Roles {
             api: false,

@@ -379,3 +379,14 @@ fn create_validation_names_the_field() {
         Err(DomainError::InvalidInput { field, .. }) if field == "metadata"
     ));
 }
+
+#[test]
+fn a_batch_dispatches_the_create_job() {
+    let data = EventData::MessageRequestBatchAccepted(crate::event::BatchAccepted {
+        items: vec![crate::event::BatchItem {
+            id: Uuid::now_v7(),
+            data: created().to_json(),
+        }],
+    });
+    check(data, Some((JobName::Create, 0, 0, None)));
+}

@@ -138,3 +138,96 @@ lease_ttl_ms = 1000
     assert!(rx.duplicate_deliveries <= 8, "{rx:?}");
     shutdown.cancel();
 }
+
+/// A batch accepted while no worker runs survives Redis losing everything: the batch is an event,
+/// so replaying the store dispatches its create job again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_batch_survives_redis_losing_everything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut redis = PrivateRedis::start();
+    let store_path = dir.path().join("events.db");
+    let mut cfg = herald::Config {
+        event_store: format!("sqlite://{}", store_path.display()),
+        state: redis.url(),
+        ..herald::Config::default()
+    };
+    cfg.channels.log = "null".into();
+    let projector_only = herald::Roles {
+        api: false,
+        projector: true,
+        worker: false,
+    };
+    // Accept the batch and project it (its create job now waits in Redis), with no worker yet.
+    let shutdown = CancellationToken::new();
+    let running = herald::start(
+        &cfg,
+        projector_only,
+        herald::StartOptions::default(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("start");
+    let items: Vec<CreateRequest> = (0..50)
+        .map(|i| CreateRequest {
+            channel: "log".into(),
+            recipient: "audit".into(),
+            subject: None,
+            body: serde_json::json!(format!("line {i}")),
+            metadata: None,
+            idempotency_key: None,
+        })
+        .collect();
+    let ids = running
+        .service
+        .create_batch(TENANT, items)
+        .await
+        .expect("batch accepted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running
+        .service
+        .state()
+        .queue_info()
+        .await
+        .expect("queue")
+        .total
+        .waiting
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the batch's create job was never dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    running.wait().await;
+    redis.kill();
+    redis.restart();
+    // Now everything runs against the empty Redis.
+    let shutdown = CancellationToken::new();
+    let running = herald::start(
+        &cfg,
+        herald::Roles::ALL_BUT_API,
+        herald::StartOptions::default(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            match running.service.load(TENANT, *id).await {
+                Ok(r) if r.status == Status::Sent => break,
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "request {id} of the batch was lost"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+    running.wait().await;
+}
