@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use herald_channels::{LogChannel, WebhookChannel, WebhookConfig};
+use herald_channels::{EmailChannel, EmailConfig, LogChannel, WebhookChannel, WebhookConfig};
 use herald_core::channel::Channels;
 use herald_core::projector::{Projector, ProjectorConfig, default_holder};
 use herald_core::service::Service;
@@ -118,12 +118,19 @@ pub fn channels(cfg: &Config) -> Result<Channels, AppError> {
         ..Default::default()
     })
     .map_err(|e| AppError::Setup(e.to_string()))?;
-    Ok(Channels::new()
+    let mut channels = Channels::new()
         .with(Channel::Webhook, Arc::new(webhook))
         .with(
             Channel::Log,
             Arc::new(LogChannel::from_target(&cfg.channels.log)),
-        ))
+        );
+    if let Some(url) = &cfg.channels.smtp_url {
+        let email = EmailConfig::from_url(url, &cfg.channels.email_from, cfg.email_timeout())
+            .and_then(EmailChannel::new)
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        channels = channels.with(Channel::Email, Arc::new(email));
+    }
+    Ok(channels)
 }
 
 /// A started Herald. Cancel the token passed to [`start`] and await [`Running::wait`] to stop.

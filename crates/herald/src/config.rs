@@ -124,6 +124,16 @@ pub struct ChannelsConfig {
     /// Where the `log` channel writes: `stdout`, `null` or a file path.
     #[serde(default = "default_log_target")]
     pub log: String,
+    /// SMTP relay for the `email` channel, `smtp://HOST:PORT`. Without it, e-mail requests are
+    /// dead-lettered as "channel email is not configured".
+    #[serde(default)]
+    pub smtp_url: Option<String>,
+    /// Sender of every e-mail.
+    #[serde(default = "default_email_from")]
+    pub email_from: String,
+    /// Timeout of one SMTP delivery.
+    #[serde(default = "default_webhook_timeout")]
+    pub email_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +176,9 @@ fn default_max_body() -> usize {
 fn default_webhook_timeout() -> u64 {
     10_000
 }
+fn default_email_from() -> String {
+    "Herald <herald@localhost>".into()
+}
 fn default_log_target() -> String {
     "stdout".into()
 }
@@ -190,6 +203,9 @@ impl Default for ChannelsConfig {
         ChannelsConfig {
             webhook_timeout_ms: default_webhook_timeout(),
             log: default_log_target(),
+            smtp_url: None,
+            email_from: default_email_from(),
+            email_timeout_ms: default_webhook_timeout(),
         }
     }
 }
@@ -455,14 +471,31 @@ impl Config {
         if self.workers.lease_ms < 1000 {
             issue("workers.lease_ms".into(), "must be at least 1000".into());
         }
-        if self.workers.lease_ms < self.channels.webhook_timeout_ms + 2000 {
+        let slowest = self
+            .channels
+            .webhook_timeout_ms
+            .max(self.channels.email_timeout_ms);
+        if self.workers.lease_ms < slowest + 2000 {
             issue(
                 "workers.lease_ms".into(),
                 format!(
-                    "must be at least channels.webhook_timeout_ms + 2000 ({}), or a slow delivery would outlive its lease and run twice",
-                    self.channels.webhook_timeout_ms + 2000
+                    "must be at least the longest channel timeout + 2000 ({}), or a slow delivery would outlive its lease and run twice",
+                    slowest + 2000
                 ),
             );
+        }
+        if let Some(url) = &self.channels.smtp_url
+            && let Err(e) = herald_channels::EmailConfig::from_url(
+                url,
+                &self.channels.email_from,
+                self.email_timeout(),
+            )
+        {
+            let key = match e {
+                herald_channels::email::EmailConfigError::Url(_) => "channels.smtp_url",
+                herald_channels::email::EmailConfigError::From(_) => "channels.email_from",
+            };
+            issue(key.into(), e.to_string());
         }
 
         if self.projector.batch_size == 0 || self.projector.batch_size > 10_000 {
@@ -514,6 +547,10 @@ impl Config {
             rules.override_rule(&r.event, r.priority, delay, r.max_attempts);
         }
         rules
+    }
+
+    pub fn email_timeout(&self) -> Duration {
+        Duration::from_millis(self.channels.email_timeout_ms)
     }
 
     pub fn webhook_timeout(&self) -> Duration {

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod demo;
+mod email;
 mod kill;
 mod pg_restart;
 mod races;
