@@ -69,6 +69,22 @@ pub trait EventStore: Send + Sync + 'static {
     /// A stream's whole history, in version order (empty when the stream does not exist).
     async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Several streams' histories in one round trip, keyed by stream id (streams that do not
+    /// exist are left out). Workers use it to load many jobs' requests at once.
+    async fn read_streams(
+        &self,
+        stream_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<RecordedEvent>>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for id in stream_ids {
+            let events = self.read_stream(id).await?;
+            if !events.is_empty() {
+                out.insert(id.clone(), events);
+            }
+        }
+        Ok(out)
+    }
+
     /// The highest position [`EventStore::read_all`] can return now (0 when empty).
     async fn head(&self) -> Result<u64, StoreError>;
 

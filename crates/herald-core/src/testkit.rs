@@ -47,6 +47,7 @@ macro_rules! store_conformance {
             idempotency_keys_are_claimed_once,
             wait_for_events_wakes_on_append,
             concurrent_appenders_one_winner_per_version,
+            read_streams_returns_each_existing_stream,
         );
     };
 }

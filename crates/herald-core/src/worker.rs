@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use herald_domain::RecordedEvent;
 use herald_domain::command::{decide_retry, record_attempt};
 use herald_domain::{
     EventData, EventMetadata, JobName, JobPayload, MessageRequest, NewEvent, RetryDecision, Rules,
@@ -71,9 +72,67 @@ pub enum JobOutcome {
     Skipped(&'static str),
 }
 
+type ReadReply = tokio::sync::oneshot::Sender<Result<Vec<RecordedEvent>, StoreError>>;
+
+/// Coalesces the stream reads of concurrently running jobs: reads that arrive while one batch
+/// is being read go out together in the next `read_streams` call (one query instead of many).
+#[derive(Clone)]
+struct ReadBatcher {
+    tx: tokio::sync::mpsc::UnboundedSender<(String, ReadReply)>,
+}
+
+/// Most stream reads folded into one `read_streams` call.
+const READ_BATCH_MAX: usize = 256;
+
+impl ReadBatcher {
+    fn start(store: Arc<dyn EventStore>) -> ReadBatcher {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, ReadReply)>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < READ_BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let mut ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                match store.read_streams(&ids).await {
+                    Ok(mut found) => {
+                        for (id, reply) in batch {
+                            let events = found.get(&id).cloned().unwrap_or_default();
+                            let _ = reply.send(Ok(events));
+                        }
+                        found.clear();
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        ReadBatcher { tx }
+    }
+
+    async fn read(&self, id: String) -> Result<Vec<RecordedEvent>, StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((id, reply))
+            .map_err(|_| StoreError::Unavailable("stream reader stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("stream reader stopped".into()))?
+    }
+}
+
 /// Runs jobs. Cloning is cheap; the handlers are usable on their own (tests call them directly).
 #[derive(Clone)]
 pub struct Workers {
+    reads: Option<ReadBatcher>,
     store: Arc<dyn EventStore>,
     state: Arc<dyn StateBackend>,
     channels: Arc<Channels>,
@@ -90,6 +149,7 @@ impl Workers {
         cfg: WorkerConfig,
     ) -> Workers {
         Workers {
+            reads: None,
             store,
             state,
             channels,
@@ -107,6 +167,14 @@ impl Workers {
     /// round trip of each per job. A completion that is lost (crash before the batch) only means
     /// the lease expires and the idempotent job runs again.
     pub async fn run(&self, shutdown: CancellationToken) {
+        let this = Workers {
+            reads: Some(ReadBatcher::start(self.store.clone())),
+            ..self.clone()
+        };
+        this.run_loop(shutdown).await
+    }
+
+    async fn run_loop(&self, shutdown: CancellationToken) {
         let concurrency = self.cfg.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
         let in_flight: Arc<Mutex<HashMap<String, Lease>>> = Arc::default();
@@ -314,9 +382,11 @@ impl Workers {
     }
 
     async fn load(&self, id: Uuid) -> Result<Option<MessageRequest>, JobError> {
-        Ok(MessageRequest::fold(
-            &self.store.read_stream(&id.to_string()).await?,
-        ))
+        let events = match &self.reads {
+            Some(r) => r.read(id.to_string()).await?,
+            None => self.store.read_stream(&id.to_string()).await?,
+        };
+        Ok(MessageRequest::fold(&events))
     }
 
     /// `queueSendMessageRequest`.

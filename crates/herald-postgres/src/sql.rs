@@ -26,6 +26,7 @@ pub(crate) struct Sql {
     pub insert_keys: Stmt,
     pub read_all: Stmt,
     pub read_stream: Stmt,
+    pub read_streams: Stmt,
     pub head: Stmt,
     pub lookup_key: Stmt,
 }
@@ -92,6 +93,10 @@ impl Sql {
             )),
             read_stream: Stmt::new(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream_id = $1 ORDER BY version"
+            )),
+            read_streams: Stmt::new(format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream_id = ANY($1) \
+                 ORDER BY stream_id, version"
             )),
             head: Stmt::new(format!(
                 "SELECT COALESCE(MAX(position), 0)::int8 FROM {s}.events"

@@ -259,6 +259,30 @@ impl EventStore for PgEventStore {
         rows.into_iter().map(decode).collect()
     }
 
+    async fn read_streams(
+        &self,
+        stream_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<RecordedEvent>>, StoreError> {
+        // NUL cannot have been stored; binding it would be an error.
+        let ids: Vec<&str> = stream_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.contains('\0'))
+            .collect();
+        let rows: Vec<EventRow> = sqlx::query_as(self.shared.sql.read_streams.sql())
+            .bind(&ids)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| classify("read_streams", e))?;
+        let mut out: std::collections::HashMap<String, Vec<RecordedEvent>> =
+            std::collections::HashMap::new();
+        for row in rows {
+            let e = decode(row)?;
+            out.entry(e.stream_id.clone()).or_default().push(e);
+        }
+        Ok(out)
+    }
+
     async fn head(&self) -> Result<u64, StoreError> {
         let head = self.shared.read_head().await?;
         self.shared.advance_head(head);

@@ -354,6 +354,31 @@ impl EventStore for SqliteEventStore {
             .await?)
     }
 
+    async fn read_streams(
+        &self,
+        stream_ids: &[String],
+    ) -> Result<HashMap<String, Vec<RecordedEvent>>, StoreError> {
+        let ids = stream_ids.to_vec();
+        Ok(self
+            .reader()
+            .call(move |conn| {
+                let mut q = conn
+                    .prepare_cached(&format!("{SELECT} WHERE stream_id = ?1 ORDER BY version"))?;
+                let mut out = HashMap::new();
+                for id in ids {
+                    let events = q
+                        .query_map(params![id], row_to_event)?
+                        .map(|r| decode(r?))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if !events.is_empty() {
+                        out.insert(id, events);
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
     async fn head(&self) -> Result<u64, StoreError> {
         Ok(self
             .reader()

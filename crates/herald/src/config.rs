@@ -471,10 +471,12 @@ impl Config {
         if self.workers.lease_ms < 1000 {
             issue("workers.lease_ms".into(), "must be at least 1000".into());
         }
-        let slowest = self
-            .channels
-            .webhook_timeout_ms
-            .max(self.channels.email_timeout_ms);
+        // The e-mail timeout only matters when the e-mail channel is configured.
+        let email_timeout = match self.channels.smtp_url {
+            Some(_) => self.channels.email_timeout_ms,
+            None => 0,
+        };
+        let slowest = self.channels.webhook_timeout_ms.max(email_timeout);
         if self.workers.lease_ms < slowest + 2000 {
             issue(
                 "workers.lease_ms".into(),

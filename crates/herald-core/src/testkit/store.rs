@@ -242,3 +242,22 @@ pub async fn concurrent_appenders_one_winner_per_version(e: E) {
         "no gaps, no duplicates"
     );
 }
+
+pub async fn read_streams_returns_each_existing_stream(e: E) {
+    let (a, b) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    e.append(stream(&a, 0, vec![event("acme", 1), event("acme", 2)]))
+        .await
+        .unwrap();
+    e.append(stream(&b, 0, vec![event("globex", 1)]))
+        .await
+        .unwrap();
+    let missing = Uuid::now_v7().to_string();
+    let got = e
+        .read_streams(&[a.clone(), b.clone(), missing.clone()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "missing streams are left out");
+    assert_eq!(got[&a], e.read_stream(&a).await.unwrap());
+    assert_eq!(got[&b], e.read_stream(&b).await.unwrap());
+    assert!(e.read_streams(&[]).await.unwrap().is_empty());
+}
