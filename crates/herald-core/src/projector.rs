@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_domain::{MessageRequest, RecordedEvent, Rules};
+use herald_domain::{MessageRequest, Rules};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -178,13 +178,22 @@ impl Projector {
             });
         };
         let checkpoint = last.position;
+        // Only streams whose first event here is not their first event need their stored
+        // document: a stream that starts in this batch is folded from scratch (the backend's
+        // version guard keeps a newer stored document, so a replay stays harmless).
         let ids: Vec<Uuid> = {
-            let mut ids: Vec<Uuid> = events
-                .iter()
-                .filter_map(RecordedEvent::message_request_id)
+            let mut first_seen: HashMap<Uuid, u64> = HashMap::new();
+            for e in &events {
+                if let Some(id) = e.message_request_id() {
+                    first_seen.entry(id).or_insert(e.version);
+                }
+            }
+            let mut ids: Vec<Uuid> = first_seen
+                .into_iter()
+                .filter(|(_, v)| *v > 1)
+                .map(|(id, _)| id)
                 .collect();
             ids.sort_unstable();
-            ids.dedup();
             ids
         };
         let mut docs: HashMap<Uuid, MessageRequest> = self

@@ -17,13 +17,20 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn write_config(dir: &Path, port: u16, state: &str, namespace: &str) -> std::path::PathBuf {
-    let db = format!("sqlite://{}", dir.join("herald.db").display());
+fn write_config(
+    dir: &Path,
+    port: u16,
+    store: Option<&str>,
+    state: &str,
+    namespace: &str,
+) -> std::path::PathBuf {
+    let sqlite = format!("sqlite://{}", dir.join("herald.db").display());
     let state = if state == "sqlite" {
-        db.clone()
+        sqlite.clone()
     } else {
         state.to_string()
     };
+    let db = store.map(str::to_string).unwrap_or(sqlite);
     let path = dir.join("herald.toml");
     std::fs::write(
         &path,
@@ -71,10 +78,10 @@ async fn get_json(client: &reqwest::Client, url: &str, key: &str) -> (u16, Value
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn exercise(state: &str, namespace: &str) {
+async fn exercise(store: Option<&str>, state: &str, namespace: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let config = write_config(dir.path(), port, state, namespace);
+    let config = write_config(dir.path(), port, store, state, namespace);
     let log = dir.path().join("serve.log");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -171,7 +178,7 @@ async fn exercise(state: &str, namespace: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_sqlite() {
-    exercise("sqlite", "herald").await;
+    exercise(None, "sqlite", "herald").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,5 +189,17 @@ async fn serve_on_redis() {
         schema: None,
         namespace: Some(ns.clone()),
     };
-    exercise(&url, &ns).await;
+    exercise(None, &url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_and_redis() {
+    let schema = format!("herald_serve_{}", uuid::Uuid::new_v4().simple());
+    let ns = format!("test-serve-{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = crate::support::Cleanup {
+        schema: Some(schema.clone()),
+        namespace: Some(ns.clone()),
+    };
+    let store = format!("{}?schema={schema}", crate::support::postgres_url());
+    exercise(Some(&store), &crate::support::redis_url(), &ns).await;
 }
