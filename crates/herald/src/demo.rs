@@ -116,6 +116,9 @@ fn parse_requests(
     receiver: &str,
     limit: Option<usize>,
 ) -> Result<Vec<(String, CreateRequest)>, DemoError> {
+    if limit == Some(0) {
+        return Err(DemoError::Input("--limit must be at least 1".into()));
+    }
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {

@@ -205,7 +205,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
     }
@@ -495,12 +495,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("{}: {e}", path.display());
+                    match e {
+                        // Parse and read errors already name the file.
+                        herald::config::ConfigError::Invalid(_) => {
+                            eprintln!("{}: {e}", path.display())
+                        }
+                        _ => eprintln!("{e}"),
+                    }
                     Ok(ExitCode::from(2))
                 }
             }
         }
     }
+}
+
+/// The error and its causes, each cause only once: many errors already quote their source.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 /// Hides a password in a URL before it is printed.
