@@ -365,11 +365,39 @@ impl Workers {
                     .increment(1);
                 let retry_in = job_retry_delay(job.attempts);
                 tracing::warn!(job_id = %job.id, job = name, attempt = job.attempts, error = %e, ?retry_in, "job failed");
+                if job.name == JobName::Send && job.attempts >= job.max_attempts {
+                    self.give_up_send(&job, &e).await;
+                }
                 if let Err(e) = self.state.fail(&job.lease, &e.to_string(), retry_in).await {
                     tracing::warn!(job_id = %job.id, error = %e, "could not record job failure");
                 }
                 None
             }
+        }
+    }
+
+    /// A send job that used all its queue attempts goes to the queue's dead set; without more,
+    /// its request would stay PENDING with nothing left to send it. Record a permanent failure
+    /// instead (best effort: when the event store itself is the problem this fails too), so the
+    /// request is dead-lettered by the retry rule and a client or operator can requeue it.
+    async fn give_up_send(&self, job: &Job, error: &JobError) {
+        let Ok(p) = payload(job) else { return };
+        let Ok(Some(state)) = self.load(p.message_request_id).await else {
+            return;
+        };
+        if state.status != Status::Pending {
+            return;
+        }
+        let event = record_attempt(
+            &state,
+            herald_domain::DeliveryOutcome::Rejected {
+                error: format!("gave up after {} job runs: {error}", job.attempts),
+                retryable: false,
+                retry_after_ms: None,
+            },
+        );
+        if let Err(e) = self.append_for(&state, &event, &p).await {
+            tracing::warn!(request_id = %state.id, error = %e, "could not record that the send job gave up");
         }
     }
 

@@ -97,3 +97,102 @@ async fn a_cancel_during_delivery_does_not_hide_the_delivery() {
     shutdown.cancel();
     running.wait().await;
 }
+
+/// A send job that keeps failing for infrastructure reasons (here: each run times out) ends in
+/// the queue's dead set; its request must not stay PENDING with nothing left to send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_job_that_gives_up_fails_its_request() {
+    use std::sync::Arc;
+
+    use herald_core::channel::Channels;
+    use herald_core::state::NewJob;
+    use herald_core::worker::{WorkerConfig, Workers};
+    use herald_domain::{Channel, JobName, JobPayload};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "whsec_Z2l2ZS11cC10ZXN0LXNlY3JldA==".to_string();
+    let shutdown = CancellationToken::new();
+    let receiver = herald::receiver::Receiver::new(
+        HashMap::from([("acme".to_string(), secret.clone())]),
+        1000,
+    );
+    let raddr = receiver.serve(0, shutdown.clone()).await.expect("receiver");
+    let (store, state) =
+        herald_sqlite::open(&format!("sqlite://{}", dir.path().join("h.db").display()))
+            .await
+            .expect("open");
+    let (store, state): (
+        Arc<dyn herald_core::EventStore>,
+        Arc<dyn herald_core::StateBackend>,
+    ) = (Arc::new(store), Arc::new(state));
+    let service = herald_core::service::Service::new(store.clone(), state.clone());
+    let req = CreateRequest {
+        channel: "webhook".into(),
+        recipient: format!("http://{raddr}/hooks/slowok/acme/x"),
+        subject: None,
+        body: serde_json::json!({}),
+        metadata: None,
+        idempotency_key: None,
+    };
+    let created = service
+        .create("acme", req, None, String::new(), None)
+        .await
+        .expect("create")
+        .request;
+    let events = store
+        .read_stream(&created.id.to_string())
+        .await
+        .expect("stream");
+    // The send job, as the projector would dispatch it, but with a single queue attempt.
+    state
+        .enqueue(vec![NewJob {
+            id: events[0].event_id.to_string(),
+            name: JobName::Send,
+            priority: 0,
+            delay_ms: 0,
+            payload: serde_json::to_value(JobPayload {
+                tenant: "acme".into(),
+                message_request_id: created.id,
+                event_id: events[0].event_id,
+                reason: None,
+            })
+            .expect("payload"),
+            max_attempts: 1,
+        }])
+        .await
+        .expect("enqueue");
+    let webhook = herald_channels::WebhookChannel::new(herald_channels::WebhookConfig {
+        secrets: HashMap::from([("acme".to_string(), secret)]),
+        ..Default::default()
+    })
+    .expect("webhook");
+    let workers = Workers::new(
+        store.clone(),
+        state.clone(),
+        Arc::new(Channels::new().with(Channel::Webhook, Arc::new(webhook))),
+        Arc::new(herald_domain::Rules::seed()),
+        WorkerConfig {
+            job_timeout: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+    );
+    let token = shutdown.clone();
+    let run = tokio::spawn(async move { workers.run(token).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = service.load("acme", created.id).await.expect("load");
+        if s.status == Status::Failed {
+            assert!(!s.last_failure_retryable);
+            assert!(
+                s.last_error.as_deref().unwrap_or("").contains("gave up"),
+                "{s:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the request stayed {}", s.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state.queue_info().await.expect("queue").total.dead, 1);
+    shutdown.cancel();
+    let _ = run.await;
+}
