@@ -205,13 +205,14 @@ impl Workers {
                     }
                 }
             }
-            self.flush_completions(&mut done).await;
             let free = slots.available_permits() + 1;
-            let jobs = match self
-                .state
-                .reserve(&self.cfg.name, free, self.cfg.lease)
-                .await
-            {
+            // Completions and the next lease go out together: on the multiplexed connection they
+            // share one round trip instead of waiting for each other.
+            let (_, reserved) = tokio::join!(
+                self.flush_completions(&mut done),
+                self.state.reserve(&self.cfg.name, free, self.cfg.lease)
+            );
+            let jobs = match reserved {
                 Ok(jobs) => {
                     backoff.reset();
                     jobs

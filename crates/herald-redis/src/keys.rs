@@ -9,17 +9,21 @@ use herald_domain::Status;
 /// The fixed keys of one namespace, computed once.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    /// `{ns}:` — the scripts append `mr:<id>`, `idx:…` and `job:<id>` to it.
+    /// `{ns}:` — the scripts append `mr:<id>` and `idx:…` to it.
     pub prefix: String,
     pub lease: String,
     pub lease_counter: String,
     pub checkpoint: String,
+    pub versions: String,
     pub wait: String,
     pub delayed: String,
     pub active: String,
     pub dead: String,
     pub finished: String,
     pub seen: String,
+    pub job: String,
+    pub leases: String,
+    pub errors: String,
     pub counts: String,
     pub seq: String,
     pub wake: String,
@@ -34,12 +38,16 @@ impl Keys {
             lease: k("projector:lease"),
             lease_counter: k("projector:tokens"),
             checkpoint: k("projector:checkpoint"),
+            versions: k("projector:versions"),
             wait: k("q:wait"),
             delayed: k("q:delayed"),
             active: k("q:active"),
             dead: k("q:dead"),
             finished: k("q:finished"),
             seen: k("q:seen"),
+            job: k("q:job"),
+            leases: k("q:lease"),
+            errors: k("q:error"),
             counts: k("q:counts"),
             seq: k("q:seq"),
             wake: k("q:wake"),
@@ -49,10 +57,6 @@ impl Keys {
 
     pub fn request(&self, id: &str) -> String {
         format!("{}mr:{id}", self.prefix)
-    }
-
-    pub fn job(&self, id: &str) -> String {
-        format!("{}job:{id}", self.prefix)
     }
 
     /// The index of one status, for one tenant or (`None`) for all of them.

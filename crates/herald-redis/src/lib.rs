@@ -6,13 +6,16 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:mr:<id>` | hash | one request: `v` version, `s` status, `t` tenant (key-encoded), `d` JSON |
+//! | `{ns}:mr:<id>` | hash | one request: `d`, its JSON document |
 //! | `{ns}:idx:<tenant>:<STATUS>` | zset | request ids of one tenant and status, score 0 |
 //! | `{ns}:idx:*:<STATUS>` | zset | request ids of one status, every tenant |
+//! | `{ns}:projector:versions` | hash | request id → `version\|status\|tenant`, the step's guard |
 //! | `{ns}:projector:lease` | hash, TTL | `holder`, `token` of the single projector |
 //! | `{ns}:projector:tokens` | string | fencing token counter |
 //! | `{ns}:projector:checkpoint` | string | position of the last projected event |
-//! | `{ns}:job:<id>` | hash | name, priority, payload, attempts, max_attempts, state, lease, last_error |
+//! | `{ns}:q:job` | hash | job id → `name\|priority\|max_attempts\|runs\|payload`, until completed |
+//! | `{ns}:q:lease` | hash | job id → lease token (`<random>-<n>:<job name>`), while leased |
+//! | `{ns}:q:error` | hash | job id → last error, once a run failed |
 //! | `{ns}:q:wait` | zset | ready jobs, score `-priority·2^40 + sequence` |
 //! | `{ns}:q:delayed` | zset | delayed and retrying jobs, score = due time (ms) |
 //! | `{ns}:q:active` | zset | leased jobs, score = lease expiry (ms) |
@@ -22,6 +25,11 @@
 //! | `{ns}:q:counts` | hash | `<jobname>:<state>` counters read by `queue_info` |
 //! | `{ns}:q:seq` | string | FIFO sequence of the wait set |
 //! | `{ns}:q:wake` | list | wake-up tokens for `wait_for_jobs` (BLPOP) |
+//!
+//! A job's state is the set that holds its id (wait, delayed, active, dead, finished). Its fields
+//! sit in namespace-wide hashes keyed by job id, not in a hash per job, so that the scripts read
+//! and write a whole batch of jobs with one command per hash: Redis runs scripts on one thread,
+//! and commands per job were most of its work.
 //!
 //! Tenants are percent-encoded inside keys (`acme` stays `acme`, `a:b*` becomes `a%3Ab%2A`), so
 //! no tenant name can reach into another tenant's index or the all-tenants one.
@@ -285,7 +293,9 @@ impl StateBackend for RedisState {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StateError> {
-        queue::reserve(self, worker, max, lease).await
+        // Leases are not tied to a worker name: a token is all a worker needs to finish a job.
+        let _ = worker;
+        queue::reserve(self, max, lease).await
     }
 
     async fn complete(&self, lease: &Lease) -> Result<bool, StateError> {

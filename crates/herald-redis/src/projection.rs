@@ -58,6 +58,8 @@ pub(crate) async fn apply(s: &RedisState, step: ProjectionStep) -> Result<usize,
         .key(&k.seq)
         .key(&k.wake)
         .key(&k.counts)
+        .key(&k.job)
+        .key(&k.versions)
         .arg(&k.prefix)
         .arg(step.token)
         .arg(step.checkpoint)
@@ -82,8 +84,10 @@ pub(crate) async fn apply(s: &RedisState, step: ProjectionStep) -> Result<usize,
 /// stops deleting at once. Not atomic as a whole, which is fine for an admin rebuild that the
 /// lease holder runs alone.
 pub(crate) async fn reset(s: &RedisState, token: u64) -> Result<(), StateError> {
-    // Checked up front too, so a stale projector hears about it even when nothing is stored.
-    fenced_del(s, token, &[]).await?;
+    // The versions hash goes first: while it exists, the step's guard would skip re-writing a
+    // request whose own hash a half-finished reset already deleted. Also checks the token up
+    // front, so a stale projector hears about it even when nothing is stored.
+    fenced_del(s, token, std::slice::from_ref(&s.keys.versions)).await?;
     let mut deleted = 0;
     for pattern in s.keys.projection_patterns() {
         let mut cursor = 0u64;

@@ -46,7 +46,7 @@ pub(crate) async fn enqueue(s: &RedisState, jobs: &[NewJob]) -> Result<usize, St
         .key(&k.seq)
         .key(&k.wake)
         .key(&k.counts)
-        .arg(&k.prefix)
+        .key(&k.job)
         .arg(now_ms())
         .arg(jobs.len());
     push_job_args(&mut inv, jobs)?;
@@ -55,7 +55,6 @@ pub(crate) async fn enqueue(s: &RedisState, jobs: &[NewJob]) -> Result<usize, St
 
 pub(crate) async fn reserve(
     s: &RedisState,
-    worker: &str,
     max: usize,
     lease: Duration,
 ) -> Result<Vec<Job>, StateError> {
@@ -70,12 +69,13 @@ pub(crate) async fn reserve(
         .key(&k.dead)
         .key(&k.seq)
         .key(&k.counts)
-        .arg(&k.prefix)
+        .key(&k.job)
+        .key(&k.leases)
+        .key(&k.errors)
         .arg(now_ms())
         .arg(max.min(i64::MAX as usize))
         .arg(millis(lease).max(1))
         .arg(token_prefix)
-        .arg(worker)
         .arg(HOUSEKEEPING_BATCH);
     let flat: Vec<String> = s.run(&inv).await?;
     flat.chunks_exact(7).map(decode_job).collect()
@@ -110,7 +110,9 @@ pub(crate) async fn complete_many(
     inv.key(&k.active)
         .key(&k.finished)
         .key(&k.counts)
-        .arg(&k.prefix)
+        .key(&k.job)
+        .key(&k.leases)
+        .key(&k.errors)
         .arg(KEEP_FINISHED_JOBS);
     for lease in leases {
         inv.arg(&lease.job_id).arg(&lease.token);
@@ -131,7 +133,9 @@ pub(crate) async fn fail(
         .key(&k.delayed)
         .key(&k.dead)
         .key(&k.counts)
-        .arg(&k.prefix)
+        .key(&k.job)
+        .key(&k.leases)
+        .key(&k.errors)
         .arg(&lease.job_id)
         .arg(&lease.token)
         .arg(error)
@@ -148,7 +152,7 @@ pub(crate) async fn extend_lease(
     let k = &s.keys;
     let mut inv = s.scripts.extend.prepare_invoke();
     inv.key(&k.active)
-        .arg(&k.prefix)
+        .key(&k.leases)
         .arg(&lease.job_id)
         .arg(&lease.token)
         .arg(now_ms() + millis(ttl));
@@ -163,7 +167,8 @@ pub(crate) async fn release(s: &RedisState, lease: &Lease) -> Result<bool, State
         .key(&k.seq)
         .key(&k.wake)
         .key(&k.counts)
-        .arg(&k.prefix)
+        .key(&k.job)
+        .key(&k.leases)
         .arg(&lease.job_id)
         .arg(&lease.token);
     Ok(s.run::<i64>(&inv).await? == 1)
@@ -198,28 +203,24 @@ pub(crate) async fn dead_jobs(s: &RedisState, limit: usize) -> Result<Vec<DeadJo
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
-    for id in &ids {
-        pipe.cmd("HMGET")
-            .arg(s.keys.job(id))
-            .arg("name")
-            .arg("attempts")
-            .arg("last_error")
-            .arg("payload");
+    for key in [&s.keys.job, &s.keys.errors] {
+        pipe.cmd("HMGET").arg(key).arg(&ids);
     }
-    type Fields = (Option<String>, Option<u32>, Option<String>, Option<String>);
-    let rows: Vec<Fields> = s.query_pipe(&pipe).await?;
+    let (jobs, errors): (Vec<Option<String>>, Vec<Option<String>>) = s.query_pipe(&pipe).await?;
     let mut out = Vec::with_capacity(ids.len());
-    for (id, (name, attempts, last_error, payload)) in ids.into_iter().zip(rows) {
-        let Some(name) = name else { continue };
+    for ((id, job), last_error) in ids.into_iter().zip(jobs).zip(errors) {
+        let Some(job) = job else { continue };
         let bad = |what: &str| StateError::Data(format!("dead job {id:?}: bad {what}"));
+        // name|priority|max_attempts|runs|payload (see pack_job in common.lua).
+        let mut f = job.splitn(5, '|');
+        let name = f.next().and_then(JobName::parse).ok_or_else(|| bad("name"))?;
+        let attempts = f.nth(2).and_then(|r| r.parse().ok()).ok_or_else(|| bad("runs"))?;
+        let payload = f.next().ok_or_else(|| bad("record"))?;
         out.push(DeadJob {
-            name: JobName::parse(&name).ok_or_else(|| bad("name"))?,
-            attempts: attempts.unwrap_or(0),
+            name,
+            attempts,
             last_error: last_error.unwrap_or_default(),
-            payload: match payload {
-                Some(p) => serde_json::from_str(&p).map_err(|_| bad("payload"))?,
-                None => serde_json::Value::Null,
-            },
+            payload: serde_json::from_str(payload).map_err(|_| bad("payload"))?,
             id,
         });
     }

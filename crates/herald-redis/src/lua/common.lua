@@ -1,4 +1,9 @@
 -- Helpers prepended to every queue script (see scripts.rs).
+--
+-- Jobs live in a few namespace-wide hashes keyed by job id (q:job, q:lease, q:error)
+-- rather than one hash per job: a batch of jobs is then read or written with one HMGET / HSET /
+-- HDEL per hash instead of one command per job. Redis runs scripts on one thread, so every
+-- command a step saves is throughput for everything else.
 
 -- Wait-set score: -priority * 2^40 + sequence, so ZPOPMIN takes the largest priority first and
 -- FIFO within a priority. The priority is clamped to +-4095 so that every score stays an exact
@@ -8,6 +13,24 @@ local function wait_score(priority, seq)
   local p = tonumber(priority) or 0
   if p > 4095 then p = 4095 elseif p < -4095 then p = -4095 end
   return -p * PRIORITY_UNIT + seq
+end
+
+-- A job's fields, packed into one q:job value: name|priority|max_attempts|runs|payload, where
+-- runs counts the runs started. The first four never hold '|'; the payload (JSON) comes last.
+local function pack_job(name, priority, max_attempts, runs, payload)
+  return name .. '|' .. priority .. '|' .. max_attempts .. '|' .. runs .. '|' .. payload
+end
+-- name, priority, max_attempts, runs (a number), payload of a packed job (nil when missing).
+local function job_fields(packed)
+  if not packed then return nil end
+  local name, priority, max_attempts, runs, payload =
+    string.match(packed, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return name, priority, max_attempts, tonumber(runs) or 0, payload
+end
+-- A lease token names its job's name after the last ':' (see reserve.lua), so that finishing
+-- a job needs no read of its record just to keep the counters.
+local function token_job_name(token)
+  return string.match(token, ':([^:]*)$')
 end
 
 -- Counter changes ("<jobname>:<state>" fields of the counts hash) are summed and written once.
@@ -36,24 +59,33 @@ end
 
 -- Commands on many members are sent in chunks: Lua's unpack() has a limit of a few thousand values.
 local CHUNK = 500
--- ZADD of a flat list {score, member, score, member, ...}.
-local function zadd_many(key, flat)
-  for s = 1, #flat, 2 * CHUNK do
-    redis.call('ZADD', key, unpack(flat, s, math.min(s + 2 * CHUNK - 1, #flat)))
+-- Runs `cmd key <values...>` over a flat list, `step` values per item, in chunks.
+local function each_chunk(cmd, key, flat, step)
+  for s = 1, #flat, step * CHUNK do
+    redis.call(cmd, key, unpack(flat, s, math.min(s + step * CHUNK - 1, #flat)))
   end
 end
-local function zrem_many(key, members)
-  for s = 1, #members, CHUNK do
-    redis.call('ZREM', key, unpack(members, s, math.min(s + CHUNK - 1, #members)))
+-- ZADD of {score, member, ...}; HSET of {field, value, ...}; ZREM / HDEL / SADD of members.
+local function zadd_many(key, flat) each_chunk('ZADD', key, flat, 2) end
+local function hset_many(key, flat) each_chunk('HSET', key, flat, 2) end
+local function zrem_many(key, members) each_chunk('ZREM', key, members, 1) end
+local function hdel_many(key, fields) each_chunk('HDEL', key, fields, 1) end
+-- HMGET of many fields; the result is aligned with `fields` (false where missing).
+local function hmget_many(key, fields)
+  local out = {}
+  for s = 1, #fields, CHUNK do
+    local e = math.min(s + CHUNK - 1, #fields)
+    local r = redis.call('HMGET', key, unpack(fields, s, e))
+    for k = s, e do out[k] = r[k - s + 1] end
   end
+  return out
 end
 
 -- Enqueues n jobs read from ARGV from index i on, six fields each:
 -- id, name, priority, delay_ms, max_attempts, payload.
--- K holds the key names seen, wait, delayed, seq and wake. Returns how many jobs were new.
--- The seen set outlives trimmed job hashes, so an id is enqueued once, ever. It is read and
--- written once per chunk of jobs (SMISMEMBER, SADD) rather than once per job.
-local function enqueue_jobs(prefix, K, now, i, n)
+-- K holds the key names seen, wait, delayed, seq, wake and job. Returns how many jobs were new.
+-- The seen set outlives finished jobs, so an id is enqueued once, ever.
+local function enqueue_jobs(K, now, i, n)
   local ids = {}
   for k = 1, n do ids[k] = ARGV[i + 6 * (k - 1)] end
   local known = {}
@@ -62,44 +94,33 @@ local function enqueue_jobs(prefix, K, now, i, n)
     local r = redis.call('SMISMEMBER', K.seen, unpack(ids, s, e))
     for k = s, e do known[k] = r[k - s + 1] == 1 end
   end
-  local new, taken, ready, later, base = {}, {}, {}, {}, nil
+  local new, taken, ready, later, packed, base = {}, {}, {}, {}, {}, nil
   for k = 1, n do
     local id = ids[k]
     if not known[k] and not taken[id] then
       taken[id] = true
       new[#new + 1] = id
       local name, priority, delay = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-      local state
       if delay > 0 then
-        state = 'delayed'
         later[#later + 1] = now + delay
         later[#later + 1] = id
+        bump(name, 'delayed', 1)
       else
-        state = 'waiting'
         -- One INCRBY reserves sequence numbers for the whole batch.
         if not base then base = redis.call('INCRBY', K.seq, n) - n end
         ready[#ready + 1] = wait_score(priority, base + #ready / 2 + 1)
         ready[#ready + 1] = id
+        bump(name, 'waiting', 1)
       end
-      redis.call('HSET', prefix .. 'job:' .. id, 'name', name, 'priority', priority,
-        'attempts', 0, 'max_attempts', ARGV[i + 4], 'payload', ARGV[i + 5], 'state', state)
-      bump(name, state, 1)
+      packed[#packed + 1] = id
+      packed[#packed + 1] = pack_job(name, priority, ARGV[i + 4], 0, ARGV[i + 5])
     end
     i = i + 6
   end
-  for s = 1, #new, CHUNK do
-    redis.call('SADD', K.seen, unpack(new, s, math.min(s + CHUNK - 1, #new)))
-  end
+  each_chunk('SADD', K.seen, new, 1)
+  hset_many(K.job, packed)
   zadd_many(K.wait, ready)
   zadd_many(K.delayed, later)
   wake(K.wake, #ready / 2)
   return #new
-end
-
--- The job hash when `token` is its current lease, else nil.
-local function leased(prefix, id, token)
-  local key = prefix .. 'job:' .. id
-  local j = redis.call('HMGET', key, 'state', 'lease', 'name', 'attempts', 'max_attempts', 'priority')
-  if j[1] ~= 'active' or j[2] ~= token then return nil end
-  return key, j
 end

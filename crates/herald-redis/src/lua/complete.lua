@@ -1,32 +1,36 @@
--- KEYS: active, finished, counts
--- ARGV: prefix, finished jobs to keep, then (id, token) pairs
+-- KEYS: active, finished, counts, job, lease, error
+-- ARGV: finished jobs to keep, then (id, token) pairs
 -- Returns one 1 per pair, or 0 where the lease is not current. Completing many jobs in one call
 -- saves a round trip and a script run per job on the workers' hot path.
-local done = {}
-local finished = {}
-for i = 3, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local key, j = leased(ARGV[1], id, token)
-  if key then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HSET', key, 'state', 'completed')
-    redis.call('HDEL', key, 'lease', 'worker')
-    bump(j[3], 'active', -1)
-    bump(j[3], 'completed', 1)
+local ACTIVE, FINISHED, COUNTS, JOB, LEASE, ERROR = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local ids = {}
+for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local current = hmget_many(LEASE, ids)
+local done, finished, taken = {}, {}, {}
+for k, id in ipairs(ids) do
+  local token = ARGV[2 * k + 1]
+  if current[k] and current[k] == token and not taken[id] then
+    taken[id] = true
     finished[#finished + 1] = id
-    done[#done + 1] = 1
+    done[k] = 1
+    local name = token_job_name(token)
+    if name then
+      bump(name, 'active', -1)
+      bump(name, 'completed', 1)
+    end
   else
-    done[#done + 1] = 0
+    done[k] = 0
   end
 end
-flush_counts(KEYS[3])
--- Finished jobs are kept for inspection up to a bound; their ids stay in the seen set.
-for s = 1, #finished, CHUNK do
-  redis.call('LPUSH', KEYS[2], unpack(finished, s, math.min(s + CHUNK - 1, #finished)))
-end
-local extra = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[2])
-for _ = 1, extra do
-  local old = redis.call('RPOP', KEYS[2])
-  if old then redis.call('DEL', ARGV[1] .. 'job:' .. old) end
+if #finished > 0 then
+  flush_counts(COUNTS)
+  zrem_many(ACTIVE, finished)
+  -- A finished job keeps only its id (in the finished list, trimmed to a bound) and its place
+  -- in the seen set; its record is dropped at once, so memory does not grow with finished jobs.
+  hdel_many(LEASE, finished)
+  hdel_many(JOB, finished)
+  hdel_many(ERROR, finished)
+  each_chunk('LPUSH', FINISHED, finished, 1)
+  redis.call('LTRIM', FINISHED, 0, tonumber(ARGV[1]) - 1)
 end
 return done

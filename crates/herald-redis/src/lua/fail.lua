@@ -1,21 +1,21 @@
--- KEYS: active, delayed, dead, counts
--- ARGV: prefix, id, token, error, retry_ms, now_ms
+-- KEYS: active, delayed, dead, counts, job, lease, error
+-- ARGV: id, token, error, retry_ms, now_ms
 -- Returns 1, or 0 when the lease is not current.
-local key, j = leased(ARGV[1], ARGV[2], ARGV[3])
-if not key then return 0 end
-local id, now = ARGV[2], tonumber(ARGV[6])
+local id, now = ARGV[1], tonumber(ARGV[5])
+if redis.call('HGET', KEYS[6], id) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], id)
-redis.call('HDEL', key, 'lease', 'worker')
-bump(j[3], 'active', -1)
-bump(j[3], 'failed', 1)
-if tonumber(j[4]) >= tonumber(j[5]) then
+redis.call('HDEL', KEYS[6], id)
+redis.call('HSET', KEYS[7], id, ARGV[3])
+local name, _, max_attempts, runs = job_fields(redis.call('HGET', KEYS[5], id))
+if not name then return 1 end
+bump(name, 'active', -1)
+bump(name, 'failed', 1)
+if runs >= tonumber(max_attempts) then
   redis.call('ZADD', KEYS[3], now, id)
-  redis.call('HSET', key, 'state', 'dead', 'last_error', ARGV[4])
-  bump(j[3], 'dead', 1)
+  bump(name, 'dead', 1)
 else
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), id)
-  redis.call('HSET', key, 'state', 'delayed', 'last_error', ARGV[4])
-  bump(j[3], 'delayed', 1)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), id)
+  bump(name, 'delayed', 1)
 end
 flush_counts(KEYS[4])
 return 1

@@ -1,15 +1,16 @@
 -- Gives a leased job back without counting the run as an attempt (graceful shutdown).
--- KEYS: active, wait, seq, wake, counts
--- ARGV: prefix, id, token
-local key, j = leased(ARGV[1], ARGV[2], ARGV[3])
-if not key then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('HDEL', key, 'lease', 'worker')
-redis.call('HINCRBY', key, 'attempts', -1)
-redis.call('HSET', key, 'state', 'waiting')
-redis.call('ZADD', KEYS[2], wait_score(j[6], redis.call('INCR', KEYS[3])), ARGV[2])
-bump(j[3], 'active', -1)
-bump(j[3], 'waiting', 1)
+-- KEYS: active, wait, seq, wake, counts, job, lease
+-- ARGV: id, token
+local id = ARGV[1]
+if redis.call('HGET', KEYS[7], id) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', KEYS[7], id)
+local name, priority, max_attempts, runs, payload = job_fields(redis.call('HGET', KEYS[6], id))
+if not name then return 1 end
+redis.call('HSET', KEYS[6], id, pack_job(name, priority, max_attempts, math.max(runs - 1, 0), payload))
+redis.call('ZADD', KEYS[2], wait_score(priority, redis.call('INCR', KEYS[3])), id)
+bump(name, 'active', -1)
+bump(name, 'waiting', 1)
 flush_counts(KEYS[5])
 wake(KEYS[4], 1)
 return 1
