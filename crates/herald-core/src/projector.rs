@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_domain::{MessageRequest, Rules};
+use std::collections::VecDeque;
+
+use herald_domain::{MessageRequest, RecordedEvent, Rules};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -122,6 +124,9 @@ impl Projector {
         tracing::info!(holder = %self.cfg.holder, token, "projector lease taken");
         let mut renewed = Instant::now();
         let mut checkpoint = self.state.checkpoint().await?;
+        // Both live only as long as this lease: a new lease starts from what the state holds.
+        let mut cache = DocCache::new(DOC_CACHE_SIZE);
+        let mut ahead = None;
         let result = async {
             while !shutdown.is_cancelled() {
                 if renewed.elapsed() >= renew_every {
@@ -134,15 +139,26 @@ impl Projector {
                         _ => return Err(StateError::Fenced(token).into()),
                     }
                 }
-                let report = self.step(token, checkpoint, 0).await?;
-                if report.events == 0 {
+                let events = match ahead.take() {
+                    Some(events) => events,
+                    None => self.store.read_all(checkpoint, self.cfg.batch_size).await?,
+                };
+                let Some(last) = events.last().map(|e| e.position) else {
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         r = self.store.wait_for_events(checkpoint, renew_every) => r?,
                     }
-                } else {
-                    checkpoint = report.checkpoint;
-                }
+                    continue;
+                };
+                // The next batch is read while this one is applied: the store and the state
+                // backend work side by side instead of taking turns. Steps are still applied
+                // strictly in order, each after the previous one succeeded.
+                let (applied, next) = tokio::join!(
+                    self.project(token, events, 0, Some(&mut cache)),
+                    self.store.read_all(last, self.cfg.batch_size)
+                );
+                checkpoint = applied?.checkpoint;
+                ahead = Some(next?);
             }
             Ok(())
         }
@@ -171,13 +187,28 @@ impl Projector {
         dispatch_after: u64,
     ) -> Result<StepReport, ProjectorError> {
         let events = self.store.read_all(checkpoint, self.cfg.batch_size).await?;
-        let Some(last) = events.last() else {
+        if events.is_empty() {
             return Ok(StepReport {
                 checkpoint,
                 ..Default::default()
             });
+        }
+        self.project(token, events, dispatch_after, None).await
+    }
+
+    /// Projects and dispatches `events` (read in order after the checkpoint) in one atomic
+    /// state step. Documents the projector wrote itself under this lease come from `cache`
+    /// when given; the others are read from the state backend.
+    async fn project(
+        &self,
+        token: u64,
+        events: Vec<RecordedEvent>,
+        dispatch_after: u64,
+        mut cache: Option<&mut DocCache>,
+    ) -> Result<StepReport, ProjectorError> {
+        let Some(checkpoint) = events.last().map(|e| e.position) else {
+            return Ok(StepReport::default());
         };
-        let checkpoint = last.position;
         // Only streams whose first event here is not their first event need their stored
         // document: a stream that starts in this batch is folded from scratch (the backend's
         // version guard keeps a newer stored document, so a replay stays harmless).
@@ -196,13 +227,25 @@ impl Projector {
             ids.sort_unstable();
             ids
         };
-        let mut docs: HashMap<Uuid, MessageRequest> = self
-            .state
-            .get_many(&ids)
-            .await?
-            .into_iter()
-            .map(|d| (d.id, d))
-            .collect();
+        let mut docs: HashMap<Uuid, MessageRequest> = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match cache.as_deref_mut().and_then(|c| c.take(&id)) {
+                Some(d) => {
+                    docs.insert(id, d);
+                }
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            docs.extend(
+                self.state
+                    .get_many(&missing)
+                    .await?
+                    .into_iter()
+                    .map(|d| (d.id, d)),
+            );
+        }
         let mut changed: Vec<Uuid> = Vec::new();
         let mut jobs: Vec<NewJob> = Vec::new();
         for event in &events {
@@ -255,6 +298,7 @@ impl Projector {
         let upserts: Vec<MessageRequest> =
             changed.iter().filter_map(|id| docs.remove(id)).collect();
         let n_events = events.len();
+        let written = cache.as_ref().map(|_| upserts.clone());
         let enqueued = self
             .state
             .apply(ProjectionStep {
@@ -264,6 +308,11 @@ impl Projector {
                 checkpoint,
             })
             .await?;
+        if let (Some(cache), Some(written)) = (cache, written) {
+            for d in written {
+                cache.put(d);
+            }
+        }
         metrics::counter!("herald_events_projected_total").increment(n_events as u64);
         Ok(StepReport {
             events: n_events,
@@ -329,6 +378,45 @@ impl Projector {
             .release_projector_lease(&self.cfg.holder, token)
             .await;
         result
+    }
+}
+
+/// Documents kept by the active projector between steps. A request's later events (its
+/// delivery, a retry) usually follow within seconds; folding them onto the document the
+/// projector wrote itself saves reading it back from the state backend and decoding it.
+const DOC_CACHE_SIZE: usize = 16_384;
+
+/// The documents this projector wrote under its current lease, the oldest evicted first. Only
+/// the lease holder writes documents (the state backend fences everyone else), so while the
+/// lease lasts a cached document is exactly what the backend holds.
+struct DocCache {
+    docs: HashMap<Uuid, MessageRequest>,
+    order: VecDeque<Uuid>,
+    capacity: usize,
+}
+
+impl DocCache {
+    fn new(capacity: usize) -> DocCache {
+        DocCache {
+            docs: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn take(&mut self, id: &Uuid) -> Option<MessageRequest> {
+        // The id stays in `order`; evicting it later finds nothing, which is harmless.
+        self.docs.remove(id)
+    }
+
+    fn put(&mut self, doc: MessageRequest) {
+        self.order.push_back(doc.id);
+        self.docs.insert(doc.id, doc);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.docs.remove(&old);
+            }
+        }
     }
 }
 

@@ -74,8 +74,9 @@ pub enum JobOutcome {
 
 type ReadReply = tokio::sync::oneshot::Sender<Result<Vec<RecordedEvent>, StoreError>>;
 
-/// Coalesces the stream reads of concurrently running jobs: reads that arrive while one batch
-/// is being read go out together in the next `read_streams` call (one query instead of many).
+/// Coalesces the stream reads of concurrently running jobs: reads that arrive while earlier
+/// batches are being read go out together in the next `read_streams` call (one query instead of
+/// many). A few batches may be in flight at once, so one slow read does not hold up the rest.
 #[derive(Clone)]
 struct ReadBatcher {
     tx: tokio::sync::mpsc::UnboundedSender<(String, ReadReply)>,
@@ -83,12 +84,19 @@ struct ReadBatcher {
 
 /// Most stream reads folded into one `read_streams` call.
 const READ_BATCH_MAX: usize = 256;
+/// Most `read_streams` calls in flight at once (the SQLite store has three reader connections).
+const READS_IN_FLIGHT: usize = 3;
 
 impl ReadBatcher {
     fn start(store: Arc<dyn EventStore>) -> ReadBatcher {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, ReadReply)>();
         tokio::spawn(async move {
+            let in_flight = Arc::new(Semaphore::new(READS_IN_FLIGHT));
             while let Some(first) = rx.recv().await {
+                // Waiting for a free read slot first lets more reads pile up into this batch.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
                 let mut batch = vec![first];
                 while batch.len() < READ_BATCH_MAX {
                     match rx.try_recv() {
@@ -96,24 +104,11 @@ impl ReadBatcher {
                         Err(_) => break,
                     }
                 }
-                let mut ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                match store.read_streams(&ids).await {
-                    Ok(mut found) => {
-                        for (id, reply) in batch {
-                            let events = found.get(&id).cloned().unwrap_or_default();
-                            let _ = reply.send(Ok(events));
-                        }
-                        found.clear();
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        for (_, reply) in batch {
-                            let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
-                        }
-                    }
-                }
+                let store = store.clone();
+                tokio::spawn(async move {
+                    read_batch(store.as_ref(), batch).await;
+                    drop(permit);
+                });
             }
         });
         ReadBatcher { tx }
@@ -126,6 +121,33 @@ impl ReadBatcher {
             .map_err(|_| StoreError::Unavailable("stream reader stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("stream reader stopped".into()))?
+    }
+}
+
+async fn read_batch(store: &dyn EventStore, batch: Vec<(String, ReadReply)>) {
+    let mut ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Each stream is asked for by one job, almost always: then hand it over, don't copy.
+    let shared = ids.len() < batch.len();
+    match store.read_streams(&ids).await {
+        Ok(mut found) => {
+            for (id, reply) in batch {
+                let events = if shared {
+                    found.get(&id).cloned()
+                } else {
+                    found.remove(&id)
+                };
+                let events = events.unwrap_or_default();
+                let _ = reply.send(Ok(events));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+            }
+        }
     }
 }
 

@@ -13,8 +13,8 @@
 //! | `{ns}:projector:lease` | hash, TTL | `holder`, `token` of the single projector |
 //! | `{ns}:projector:tokens` | string | fencing token counter |
 //! | `{ns}:projector:checkpoint` | string | position of the last projected event |
-//! | `{ns}:q:job` | hash | job id → `name\|priority\|max_attempts\|runs\|payload`, until completed |
-//! | `{ns}:q:lease` | hash | job id → lease token (`<random>-<n>:<job name>`), while leased |
+//! | `{ns}:q:job` | hash | job id → `name\|priority\|max_attempts\|runs\|payload`, until completed (runs as of the last finished run) |
+//! | `{ns}:q:lease` | hash | job id → lease token (`<random>-<n>:<runs>:<job name>`), while leased |
 //! | `{ns}:q:error` | hash | job id → last error, once a run failed |
 //! | `{ns}:q:wait` | zset | ready jobs, score `-priority·2^40 + sequence` |
 //! | `{ns}:q:delayed` | zset | delayed and retrying jobs, score = due time (ms) |

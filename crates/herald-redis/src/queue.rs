@@ -213,8 +213,14 @@ pub(crate) async fn dead_jobs(s: &RedisState, limit: usize) -> Result<Vec<DeadJo
         let bad = |what: &str| StateError::Data(format!("dead job {id:?}: bad {what}"));
         // name|priority|max_attempts|runs|payload (see pack_job in common.lua).
         let mut f = job.splitn(5, '|');
-        let name = f.next().and_then(JobName::parse).ok_or_else(|| bad("name"))?;
-        let attempts = f.nth(2).and_then(|r| r.parse().ok()).ok_or_else(|| bad("runs"))?;
+        let name = f
+            .next()
+            .and_then(JobName::parse)
+            .ok_or_else(|| bad("name"))?;
+        let attempts = f
+            .nth(2)
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| bad("runs"))?;
         let payload = f.next().ok_or_else(|| bad("record"))?;
         out.push(DeadJob {
             name,

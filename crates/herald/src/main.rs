@@ -110,7 +110,9 @@ enum Command {
         namespace: Option<String>,
         #[arg(long, default_value_t = 20_000)]
         requests: usize,
-        #[arg(long, default_value_t = 32)]
+        /// Jobs each worker loop runs at once. The log channel answers at once, so a job's time
+        /// is spent waiting on the store and Redis: more jobs in flight keep both busy.
+        #[arg(long, default_value_t = 1024)]
         concurrency: usize,
         /// Events per append.
         #[arg(long, default_value_t = 500)]

@@ -16,7 +16,8 @@ local function wait_score(priority, seq)
 end
 
 -- A job's fields, packed into one q:job value: name|priority|max_attempts|runs|payload, where
--- runs counts the runs started. The first four never hold '|'; the payload (JSON) comes last.
+-- runs counts the runs started before the current lease. The first four never hold '|'; the
+-- payload (JSON) comes last.
 local function pack_job(name, priority, max_attempts, runs, payload)
   return name .. '|' .. priority .. '|' .. max_attempts .. '|' .. runs .. '|' .. payload
 end
@@ -27,10 +28,18 @@ local function job_fields(packed)
     string.match(packed, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   return name, priority, max_attempts, tonumber(runs) or 0, payload
 end
--- A lease token names its job's name after the last ':' (see reserve.lua), so that finishing
--- a job needs no read of its record just to keep the counters.
-local function token_job_name(token)
-  return string.match(token, ':([^:]*)$')
+
+-- A lease token is `<random>-<n>:<runs>:<job name>`: it carries the run count of the lease and
+-- the job's name, so that leasing does not rewrite the job record and finishing a job does not
+-- read it. The record learns the new run count only when a run fails (the rare path).
+local function make_token(prefix, n, runs, name)
+  return prefix .. n .. ':' .. runs .. ':' .. name
+end
+-- runs (a number), name of a token (nil for a malformed one).
+local function token_fields(token)
+  if not token then return nil end
+  local runs, name = string.match(token, ':(%d+):([^:]*)$')
+  return tonumber(runs), name
 end
 
 -- Counter changes ("<jobname>:<state>" fields of the counts hash) are summed and written once.

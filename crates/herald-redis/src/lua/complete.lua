@@ -13,7 +13,7 @@ for k, id in ipairs(ids) do
     taken[id] = true
     finished[#finished + 1] = id
     done[k] = 1
-    local name = token_job_name(token)
+    local _, name = token_fields(token)
     if name then
       bump(name, 'active', -1)
       bump(name, 'completed', 1)

@@ -6,8 +6,11 @@ if redis.call('HGET', KEYS[6], id) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], id)
 redis.call('HDEL', KEYS[6], id)
 redis.call('HSET', KEYS[7], id, ARGV[3])
-local name, _, max_attempts, runs = job_fields(redis.call('HGET', KEYS[5], id))
+local name, priority, max_attempts, runs, payload = job_fields(redis.call('HGET', KEYS[5], id))
 if not name then return 1 end
+-- The failed run counts: the record takes the run count from the lease's token.
+runs = token_fields(ARGV[2]) or runs + 1
+redis.call('HSET', KEYS[5], id, pack_job(name, priority, max_attempts, runs, payload))
 bump(name, 'active', -1)
 bump(name, 'failed', 1)
 if runs >= tonumber(max_attempts) then

@@ -30,14 +30,19 @@ end
 local expired = redis.call('ZRANGEBYSCORE', ACTIVE, '-inf', now, 'LIMIT', 0, batch)
 if #expired > 0 then
   redis.call('ZREMRANGEBYRANK', ACTIVE, 0, #expired - 1)
+  local tokens = hmget_many(LEASE, expired)
   hdel_many(LEASE, expired)
   local base = redis.call('INCRBY', SEQ, #expired) - #expired
   local jobs = hmget_many(JOB, expired)
   local err = 'lease expired: the worker stopped or stalled'
-  local ready, dead, errors = {}, {}, {}
+  local ready, dead, errors, records = {}, {}, {}, {}
   for k, id in ipairs(expired) do
-    local name, priority, max_attempts, runs = job_fields(jobs[k])
+    local name, priority, max_attempts, runs, payload = job_fields(jobs[k])
     if name then
+      -- The stalled run counts: the record takes the run count from the lease's token.
+      runs = token_fields(tokens[k]) or runs + 1
+      records[#records + 1] = id
+      records[#records + 1] = pack_job(name, priority, max_attempts, runs, payload)
       bump(name, 'active', -1)
       bump(name, 'failed', 1)
       errors[#errors + 1] = id
@@ -53,6 +58,7 @@ if #expired > 0 then
       end
     end
   end
+  hset_many(JOB, records)
   hset_many(ERROR, errors)
   zadd_many(DEAD, dead)
   zadd_many(WAIT, ready)
@@ -66,17 +72,15 @@ if max > 0 then
   for k = 1, #popped, 2 do ids[#ids + 1] = popped[k] end
   local jobs = hmget_many(JOB, ids)
   local expiry = now + tonumber(ARGV[3])
-  local n, leases, records, active = 0, {}, {}, {}
+  local n, leases, active = 0, {}, {}
   for k, id in ipairs(ids) do
     local name, priority, max_attempts, runs, payload = job_fields(jobs[k])
     if name then
       n = n + 1
-      local token = ARGV[4] .. n .. ':' .. name
       runs = runs + 1
+      local token = make_token(ARGV[4], n, runs, name)
       leases[#leases + 1] = id
       leases[#leases + 1] = token
-      records[#records + 1] = id
-      records[#records + 1] = pack_job(name, priority, max_attempts, runs, payload)
       active[#active + 1] = expiry
       active[#active + 1] = id
       bump(name, 'waiting', -1)
@@ -91,7 +95,6 @@ if max > 0 then
     end
   end
   hset_many(LEASE, leases)
-  hset_many(JOB, records)
   zadd_many(ACTIVE, active)
 end
 flush_counts(COUNTS)
