@@ -89,6 +89,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Clients appending at once.
+const APPEND_CLIENTS: usize = 4;
+
 pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     let mut cfg = Config {
         event_store: opts.event_store.clone(),
@@ -161,16 +164,19 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     .into_event()
     .map_err(|e| BenchError::Setup(e.to_string()))?;
     let t0 = Instant::now();
-    // Appends run beside the pipeline, as clients would.
-    let appender = {
+    // Appends run beside the pipeline, as clients would: several of them, each appending its
+    // share of the requests in batches, one batch at a time.
+    let mut appenders = tokio::task::JoinSet::new();
+    let (n, batch) = (opts.requests, opts.batch.max(1));
+    let chunks = n.div_ceil(batch);
+    for client in 0..APPEND_CLIENTS.min(chunks.max(1)) {
         let store = backends.store.clone();
-        let (n, batch) = (opts.requests, opts.batch.max(1));
-        tokio::spawn(async move {
+        let data = data.clone();
+        appenders.spawn(async move {
             let mut last = 0;
-            let mut i = 0;
-            while i < n {
+            for c in (client..chunks).step_by(APPEND_CLIENTS) {
                 let now = Utc::now();
-                let chunk: Vec<AppendStream> = (i..(i + batch).min(n))
+                let chunk: Vec<AppendStream> = (c * batch..((c + 1) * batch).min(n))
                     .map(|k| AppendStream {
                         stream_id: Uuid::now_v7().to_string(),
                         expected_version: 0,
@@ -183,17 +189,19 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
                         idempotency: None,
                     })
                     .collect();
-                i += chunk.len();
                 for r in store.append_many(chunk).await? {
                     last = last.max(r?.last().map(|e| e.position).unwrap_or(0));
                 }
             }
-            Ok::<(u64, Duration), herald_core::StoreError>((last, t0.elapsed()))
-        })
-    };
-    let (last_position, appended_in) = appender
-        .await
-        .map_err(|e| BenchError::Setup(format!("appender crashed: {e}")))??;
+            Ok::<u64, herald_core::StoreError>(last)
+        });
+    }
+    let mut last_position = 0;
+    while let Some(r) = appenders.join_next().await {
+        let last = r.map_err(|e| BenchError::Setup(format!("appender crashed: {e}")))??;
+        last_position = last_position.max(last);
+    }
+    let appended_in = t0.elapsed();
     let deadline = t0 + opts.timeout;
     let mut projected_in = None;
     let sent = loop {
