@@ -20,6 +20,7 @@ macro_rules! state_conformance {
             priority_order_high_first_fifo_within,
             delayed_jobs_wait_their_delay,
             expired_lease_runs_the_job_again,
+            a_stalled_last_run_earns_one_more,
             errored_jobs_retry_then_go_dead,
             counts_per_state_and_name,
             duplicate_job_ids_refused_even_after_trimming,

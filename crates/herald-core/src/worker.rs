@@ -62,6 +62,8 @@ pub enum JobError {
     Payload(String),
     #[error("job timed out after {0:?}")]
     Timeout(Duration),
+    #[error("every one of its {0} runs stopped before finishing (the worker died or stalled)")]
+    Stalled(u32),
 }
 
 /// How a job run ended.
@@ -362,6 +364,9 @@ impl Workers {
     /// Runs one leased job. A failed run is recorded at once (with back-off); a successful one
     /// returns its lease for the caller to mark complete.
     async fn execute(&self, job: Job) -> Option<Lease> {
+        if job.attempts > job.max_attempts {
+            return self.give_up(job).await;
+        }
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.cfg.job_timeout, self.handle(&job)).await {
             Ok(r) => r,
@@ -389,6 +394,7 @@ impl Workers {
                 let retry_in = job_retry_delay(job.attempts);
                 tracing::warn!(job_id = %job.id, job = name, attempt = job.attempts, error = %e, ?retry_in, "job failed");
                 if job.name == JobName::Send && job.attempts >= job.max_attempts {
+                    // Best effort: when the event store itself is the problem this fails too.
                     self.give_up_send(&job, &e).await;
                 }
                 if let Err(e) = self.state.fail(&job.lease, &e.to_string(), retry_in).await {
@@ -399,17 +405,53 @@ impl Workers {
         }
     }
 
+    /// The run the queue grants past `max_attempts` when the last allowed run stalled (its lease
+    /// expired: the worker died or hung). A send job is not delivered again: it records that it
+    /// gave up, so its request is dead-lettered and can be requeued. Retry and create jobs touch
+    /// nothing outside Herald, so they simply run once more.
+    async fn give_up(&self, job: Job) -> Option<Lease> {
+        if job.name != JobName::Send {
+            let retry = Job {
+                max_attempts: job.attempts,
+                ..job
+            };
+            return Box::pin(self.execute(retry)).await;
+        }
+        let error = JobError::Stalled(job.max_attempts);
+        tracing::warn!(job_id = %job.id, error = %error, "send job gave up");
+        metrics::counter!("herald_jobs_total", "job" => job.name.as_str(), "outcome" => "gave_up")
+            .increment(1);
+        if self.give_up_send(&job, &error).await {
+            return Some(job.lease);
+        }
+        // The event store failed too: the job goes to the dead set, where an operator sees it.
+        if let Err(e) = self
+            .state
+            .fail(&job.lease, &error.to_string(), Duration::ZERO)
+            .await
+        {
+            tracing::warn!(job_id = %job.id, error = %e, "could not record job failure");
+        }
+        None
+    }
+
     /// A send job that used all its queue attempts goes to the queue's dead set; without more,
     /// its request would stay PENDING with nothing left to send it. Record a permanent failure
     /// instead (best effort: when the event store itself is the problem this fails too), so the
     /// request is dead-lettered by the retry rule and a client or operator can requeue it.
-    async fn give_up_send(&self, job: &Job, error: &JobError) {
-        let Ok(p) = payload(job) else { return };
-        let Ok(Some(state)) = self.load(p.message_request_id).await else {
-            return;
+    /// Returns whether the request is settled: the failure was recorded, or nothing was needed.
+    async fn give_up_send(&self, job: &Job, error: &JobError) -> bool {
+        let Ok(p) = payload(job) else { return true };
+        let state = match self.load(p.message_request_id).await {
+            Ok(Some(state)) => state,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "could not record that the send job gave up");
+                return false;
+            }
         };
         if state.status != Status::Pending {
-            return;
+            return true;
         }
         let event = record_attempt(
             &state,
@@ -419,8 +461,12 @@ impl Workers {
                 retry_after_ms: None,
             },
         );
-        if let Err(e) = self.append_for(&state, &event, &p).await {
-            tracing::warn!(request_id = %state.id, error = %e, "could not record that the send job gave up");
+        match self.append_for(&state, &event, &p).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(request_id = %state.id, error = %e, "could not record that the send job gave up");
+                false
+            }
         }
     }
 

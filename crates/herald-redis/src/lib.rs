@@ -25,6 +25,7 @@
 //! | `{ns}:q:counts` | hash | `<jobname>:<state>` counters read by `queue_info` |
 //! | `{ns}:q:seq` | string | FIFO sequence of the wait set |
 //! | `{ns}:q:wake` | list | wake-up tokens for `wait_for_jobs` (BLPOP) |
+//! | `{ns}:layout` | string | the key layout that wrote this namespace (`2`); checked at start-up |
 //!
 //! A job's state is the set that holds its id (wait, delayed, active, dead, finished). Its fields
 //! sit in namespace-wide hashes keyed by job id, not in a hash per job, so that the scripts read
@@ -61,6 +62,10 @@ use crate::wake::BlockingPool;
 
 /// The namespace callers use unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "herald";
+
+/// The key layout this version writes (`LAYOUT` in common.lua): 2 since job fields moved into
+/// namespace-wide hashes. Layout 1 (a hash per job) left no mark.
+const LAYOUT: &str = "2";
 
 /// Oldest Redis that has every command the scripts use.
 const MIN_REDIS: (u32, u32) = (6, 2);
@@ -128,8 +133,36 @@ impl RedisState {
             scripts: Scripts::new(),
         };
         state.warn_if_evicting().await;
+        state.check_layout().await?;
         tracing::debug!(url = %shown, namespace, "connected to Redis");
         Ok(state)
+    }
+
+    /// Refuses a namespace written with another key layout (an older Herald). Its state cannot be
+    /// read by these scripts: queued jobs would be dropped and indexes would drift. State is
+    /// rebuilt from the event store, so the way forward is a fresh namespace.
+    async fn check_layout(&self) -> Result<(), StateError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg(&k.layout)
+            .cmd("EXISTS")
+            .arg(&k.checkpoint)
+            .arg(&k.seen);
+        let (layout, existing): (Option<String>, u64) = self.query_pipe(&pipe).await?;
+        let written_by = match layout {
+            Some(l) if l == LAYOUT => return Ok(()),
+            None if existing == 0 => return Ok(()),
+            Some(l) => format!("key layout {l}"),
+            None => "an older Herald (key layout 1)".to_string(),
+        };
+        let ns = k.prefix.trim_start_matches('{').trim_end_matches("}:");
+        Err(StateError::Data(format!(
+            "Redis namespace {ns:?} holds state written by {written_by}; this Herald uses key layout \
+             {LAYOUT}. Read models and the queue are rebuilt from the event store: set a new \
+             `namespace` (or HERALD_NAMESPACE) and Herald re-projects every event and dispatches \
+             only outstanding work; then delete the old namespace's keys"
+        )))
     }
 
     /// Warns when Redis may evict keys: an evicting Redis silently drops jobs and read models

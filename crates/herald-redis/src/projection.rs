@@ -60,6 +60,7 @@ pub(crate) async fn apply(s: &RedisState, step: ProjectionStep) -> Result<usize,
         .key(&k.counts)
         .key(&k.job)
         .key(&k.versions)
+        .key(&k.layout)
         .arg(&k.prefix)
         .arg(step.token)
         .arg(step.checkpoint)

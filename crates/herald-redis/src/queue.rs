@@ -47,6 +47,7 @@ pub(crate) async fn enqueue(s: &RedisState, jobs: &[NewJob]) -> Result<usize, St
         .key(&k.wake)
         .key(&k.counts)
         .key(&k.job)
+        .key(&k.layout)
         .arg(now_ms())
         .arg(jobs.len());
     push_job_args(&mut inv, jobs)?;

@@ -461,7 +461,10 @@ impl StateBackend for SqliteState {
                         .collect::<Result<_, _>>()?
                 };
                 for (id, name, attempts, max) in &stalled {
-                    let to = if attempts >= max { "dead" } else { "waiting" };
+                    // As on every backend: the last allowed run stalling earns one run more, in
+                    // which a worker records that the job gave up; only that one stalling too
+                    // makes the job dead.
+                    let to = if attempts > max { "dead" } else { "waiting" };
                     tx.execute(
                         "UPDATE jobs SET state = ?2, lease_token = NULL, lease_until = NULL,
                          last_error = COALESCE(last_error, 'lease expired (worker stalled or died)') WHERE id = ?1",

@@ -130,6 +130,31 @@ pub async fn expired_lease_runs_the_job_again(s: S) {
     assert_eq!((info.total.active, info.total.completed), (0, 1));
 }
 
+/// When the last allowed run's lease expires (its worker died), the job is handed out once more,
+/// past `max_attempts`, so a worker can record that it gave up; only when that run stalls too is
+/// the job dead.
+pub async fn a_stalled_last_run_earns_one_more(s: S) {
+    let mut j = job("stalls", JobName::Send, 0, 0);
+    j.max_attempts = 1;
+    s.enqueue(vec![j]).await.unwrap();
+    let short = Duration::from_millis(100);
+    let first = s.reserve("w1", 1, short).await.unwrap();
+    assert_eq!((first.len(), first[0].attempts), (1, 1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = s.reserve("w2", 1, short).await.unwrap();
+    assert_eq!(last.len(), 1, "the stalled last run earns one more");
+    assert_eq!((last[0].attempts, last[0].max_attempts), (2, 1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.reserve("w3", 1, LEASE).await.unwrap().is_empty());
+    let info = s.queue_info().await.unwrap();
+    assert_eq!(
+        (info.total.active, info.total.dead, info.total.failed),
+        (0, 1, 2)
+    );
+    let dead = s.dead_jobs(10).await.unwrap();
+    assert_eq!((dead.len(), dead[0].attempts), (1, 2));
+}
+
 pub async fn errored_jobs_retry_then_go_dead(s: S) {
     let mut j = job("flaky", JobName::Send, 0, 0);
     j.max_attempts = 2;

@@ -1,5 +1,5 @@
 -- One projector step, atomically: fencing check, read-model upserts, job enqueues, checkpoint.
--- KEYS: lease, checkpoint, seen, wait, delayed, seq, wake, counts, job, versions
+-- KEYS: lease, checkpoint, seen, wait, delayed, seq, wake, counts, job, versions, layout
 -- ARGV: prefix, token, checkpoint, now_ms, n_upserts, n_jobs,
 --       then the upserts (5 fields each: id, version, status, tenant key segment, document JSON),
 --       then the jobs (6 fields each, see enqueue_jobs).
@@ -96,4 +96,5 @@ local K = { seen = KEYS[3], wait = KEYS[4], delayed = KEYS[5], seq = KEYS[6], wa
 local added = enqueue_jobs(K, tonumber(ARGV[4]), i, tonumber(ARGV[6]))
 flush_counts(KEYS[8])
 redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[11], LAYOUT)
 return added

@@ -5,6 +5,11 @@
 -- HDEL per hash instead of one command per job. Redis runs scripts on one thread, so every
 -- command a step saves is throughput for everything else.
 
+-- The key layout these scripts write (LAYOUT in lib.rs). Every script that creates state marks
+-- the namespace with it, in the same atomic step, so a namespace holding state without the
+-- mark was written by an older Herald and is refused at start-up.
+local LAYOUT = '2'
+
 -- Wait-set score: -priority * 2^40 + sequence, so ZPOPMIN takes the largest priority first and
 -- FIFO within a priority. The priority is clamped to +-4095 so that every score stays an exact
 -- integer in a double (|score| < 2^53); the sequence has 2^40 values before it would spill over.

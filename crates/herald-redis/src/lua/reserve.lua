@@ -1,6 +1,6 @@
 -- Leases up to `max` jobs, after housekeeping: due delayed jobs move to the wait set, and jobs
 -- whose lease expired go back to it (a stalled run counts as an attempt and as a failed run;
--- past max_attempts the job goes dead).
+-- when the run past max_attempts stalls too, the job goes dead).
 -- KEYS: wait, delayed, active, dead, seq, counts, job, lease, error
 -- ARGV: now_ms, max, lease_ms, lease token prefix, housekeeping batch size
 -- Returns 7 strings per job: id, name, priority, payload, attempts, max_attempts, lease token.
@@ -47,7 +47,10 @@ if #expired > 0 then
       bump(name, 'failed', 1)
       errors[#errors + 1] = id
       errors[#errors + 1] = err
-      if runs >= tonumber(max_attempts) then
+      -- A job whose last allowed run stalled gets one run more, past max_attempts: a worker
+      -- then records that the job gave up (a send job fails its request) instead of leaving
+      -- the request waiting for a job that is dead. Only when that run stalls too is it dead.
+      if runs > tonumber(max_attempts) then
         dead[#dead + 1] = now
         dead[#dead + 1] = id
         bump(name, 'dead', 1)

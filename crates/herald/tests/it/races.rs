@@ -196,3 +196,99 @@ async fn a_send_job_that_gives_up_fails_its_request() {
     shutdown.cancel();
     let _ = run.await;
 }
+
+/// A send job whose every run died with its worker (each lease expired) must not leave its
+/// request PENDING forever: the run the queue grants past the last one records that it gave up,
+/// without delivering again, so the request is dead-lettered and can be requeued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_job_whose_runs_all_stalled_fails_its_request() {
+    use std::sync::Arc;
+
+    use herald_core::channel::Channels;
+    use herald_core::state::NewJob;
+    use herald_core::worker::{WorkerConfig, Workers};
+    use herald_domain::{Channel, JobName, JobPayload};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, state) =
+        herald_sqlite::open(&format!("sqlite://{}", dir.path().join("h.db").display()))
+            .await
+            .expect("open");
+    let (store, state): (
+        Arc<dyn herald_core::EventStore>,
+        Arc<dyn herald_core::StateBackend>,
+    ) = (Arc::new(store), Arc::new(state));
+    let service = herald_core::service::Service::new(store.clone(), state.clone());
+    let log = dir.path().join("deliveries.log");
+    let req = CreateRequest {
+        channel: "log".into(),
+        recipient: "ops".into(),
+        subject: None,
+        body: serde_json::json!("hello"),
+        metadata: None,
+        idempotency_key: None,
+    };
+    let created = service
+        .create("acme", req, None, String::new(), None)
+        .await
+        .expect("create")
+        .request;
+    let events = store
+        .read_stream(&created.id.to_string())
+        .await
+        .expect("stream");
+    state
+        .enqueue(vec![NewJob {
+            id: events[0].event_id.to_string(),
+            name: JobName::Send,
+            priority: 0,
+            delay_ms: 0,
+            payload: serde_json::to_value(JobPayload {
+                tenant: "acme".into(),
+                message_request_id: created.id,
+                event_id: events[0].event_id,
+                reason: None,
+            })
+            .expect("payload"),
+            max_attempts: 1,
+        }])
+        .await
+        .expect("enqueue");
+    // Its only allowed run is leased by a worker that dies: the lease runs out.
+    let short = Duration::from_millis(100);
+    assert_eq!(
+        state
+            .reserve("dies", 1, short)
+            .await
+            .expect("reserve")
+            .len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = state
+        .reserve("w", 1, Duration::from_secs(30))
+        .await
+        .expect("reserve")
+        .pop()
+        .expect("the stalled last run earns one more");
+    let channel = herald_channels::LogChannel::file(&log);
+    let workers = Workers::new(
+        store.clone(),
+        state.clone(),
+        Arc::new(Channels::new().with(Channel::Log, Arc::new(channel))),
+        Arc::new(herald_domain::Rules::seed()),
+        WorkerConfig::default(),
+    );
+    workers.run_one(last).await;
+    let s = service.load("acme", created.id).await.expect("load");
+    assert_eq!(s.status, Status::Failed, "{s:?}");
+    assert!(!s.last_failure_retryable);
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("gave up"),
+        "{s:?}"
+    );
+    let delivered = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(delivered.is_empty(), "delivered again: {delivered}");
+    let queue = state.queue_info().await.expect("queue").total;
+    assert_eq!((queue.active, queue.completed, queue.dead), (0, 1, 0));
+}
