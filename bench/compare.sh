@@ -2,6 +2,7 @@
 # Side-by-side benchmark: the original design (BullMQ seed) and Herald, same N, same Redis, one run.
 # Usage: bench/compare.sh [N]   (needs Node.js, npm, Redis on 127.0.0.1:6379; PostgreSQL for the
 # PostgreSQL row). The peer flushes Redis database 15 only; Herald uses a fresh namespace in db 0.
+# CONCURRENCY=C sets Herald's jobs in flight (default: `herald bench`'s own default).
 set -euo pipefail
 N=${1:-20000}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,14 +13,16 @@ if [ ! -d "$peer_dir/node_modules/bullmq" ]; then
 fi
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p herald
 herald="$root/target/release/herald"
+conc=()
+if [ -n "${CONCURRENCY:-}" ]; then conc=(--concurrency "$CONCURRENCY"); fi
 
 peer=$(cd "$(dirname "$seed")" && NODE_PATH="$peer_dir/node_modules" N=$N node "$(basename "$seed")")
 echo "peer:            $peer"
-sqlite_redis=$("$herald" bench --state redis://127.0.0.1:6379/0 --requests "$N" --json)
+sqlite_redis=$("$herald" bench --state redis://127.0.0.1:6379/0 --requests "$N" "${conc[@]}" --json)
 echo "sqlite + redis:  $sqlite_redis"
 schema="herald_bench_$$"
 pg_redis=$("$herald" bench --event-store "postgres://postgres@127.0.0.1:5432/test?schema=$schema" \
-  --state redis://127.0.0.1:6379/0 --requests "$N" --json) || pg_redis='{}'
+  --state redis://127.0.0.1:6379/0 --requests "$N" "${conc[@]}" --json) || pg_redis='{}'
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
 echo "postgres + redis: $pg_redis"
 
