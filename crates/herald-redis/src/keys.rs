@@ -61,17 +61,28 @@ impl Keys {
         format!("{}mr:{id}", self.prefix)
     }
 
-    /// The index of one status, for one tenant or (`None`) for all of them.
+    /// The index of one status, for one tenant or (`None`) for all of them. There is no
+    /// all-tenants index of the [`hot`] statuses.
     pub fn index(&self, tenant: Option<&str>, status: Status) -> String {
         match tenant {
-            Some(t) => format!(
-                "{}idx:{}:{}",
-                self.prefix,
-                tenant_segment(t),
-                status.as_str()
-            ),
+            Some(t) => self.segment_index(&tenant_segment(t), status),
             None => format!("{}idx:*:{}", self.prefix, status.as_str()),
         }
+    }
+
+    /// The index of one status for a tenant given by its key segment (as the tenants set holds it).
+    pub fn segment_index(&self, segment: &str, status: Status) -> String {
+        format!("{}idx:{segment}:{}", self.prefix, status.as_str())
+    }
+
+    /// Requests per status across all tenants (hash: status → count).
+    pub fn status_counts(&self) -> String {
+        format!("{}idx:counts", self.prefix)
+    }
+
+    /// The key segments of every tenant with a request (set).
+    pub fn tenants(&self) -> String {
+        format!("{}idx:tenants", self.prefix)
     }
 
     /// SCAN patterns of the read-model keys (`reset_projections`). The namespace holds no glob
@@ -82,6 +93,13 @@ impl Keys {
             format!("{}idx:*", self.prefix),
         ]
     }
+}
+
+/// Statuses every request passes through (`HOT` in apply.lua): they have no all-tenants index,
+/// the largest sorted sets there would be, each touched twice per request. Across tenants they
+/// are counted in the counts hash and listed by merging the tenants' own indexes.
+pub(crate) fn hot(status: Status) -> bool {
+    matches!(status, Status::Pending | Status::Sent)
 }
 
 /// A tenant as it appears inside a key. Tenants are free text, so every byte outside a small safe

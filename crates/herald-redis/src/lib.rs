@@ -8,7 +8,9 @@
 //! |---|---|---|
 //! | `{ns}:mr:<id>` | hash | one request: `d`, its JSON document |
 //! | `{ns}:idx:<tenant>:<STATUS>` | zset | request ids of one tenant and status, score 0 |
-//! | `{ns}:idx:*:<STATUS>` | zset | request ids of one status, every tenant |
+//! | `{ns}:idx:*:<STATUS>` | zset | request ids of one status, every tenant (not for PENDING, SENT) |
+//! | `{ns}:idx:counts` | hash | status → requests in it, every tenant |
+//! | `{ns}:idx:tenants` | set | key segments of every tenant with a request |
 //! | `{ns}:projector:versions` | hash | request id → `version\|status\|tenant`, the step's guard |
 //! | `{ns}:projector:lease` | hash, TTL | `holder`, `token` of the single projector |
 //! | `{ns}:projector:tokens` | string | fencing token counter |

@@ -9,7 +9,7 @@ use herald_domain::{MessageRequest, Status};
 use uuid::Uuid;
 
 use crate::error::data;
-use crate::keys::tenant_segment;
+use crate::keys::{hot, tenant_segment};
 use crate::{RedisState, millis, now_ms, queue};
 
 /// Keys asked for per SCAN call and deleted per script call by `reset`.
@@ -154,7 +154,8 @@ async fn fetch_docs(s: &RedisState, keys: &[String]) -> Result<Vec<MessageReques
 
 /// Newest first: every index holds ids with score 0, so ZREVRANGEBYLEX walks them by id, and
 /// UUIDv7 ids sort by creation time. Without a status filter the five status indexes are read
-/// (each up to `limit + 1`) and merged.
+/// (each up to `limit + 1`) and merged; across tenants, PENDING and SENT are read from every
+/// tenant's index (there is no all-tenants index of them) and merged the same way.
 pub(crate) async fn list(s: &RedisState, q: ListQuery) -> Result<Page, StateError> {
     if q.limit == 0 {
         return Ok(Page::default());
@@ -168,17 +169,39 @@ pub(crate) async fn list(s: &RedisState, q: ListQuery) -> Result<Page, StateErro
         .map_or_else(|| "+".to_string(), |b| format!("({b}"));
     // One more than asked tells whether another page exists.
     let fetch = q.limit.saturating_add(1).min(i64::MAX as usize);
+    // Across tenants, a hot status is read from every tenant's index and merged below.
+    let segments: Vec<String> = if q.tenant.is_none() && statuses.iter().any(|st| hot(*st)) {
+        s.query(redis::cmd("SMEMBERS").arg(s.keys.tenants()))
+            .await?
+    } else {
+        Vec::new()
+    };
     let mut pipe = redis::pipe();
+    let mut reads = 0;
     for st in statuses {
-        pipe.cmd("ZREVRANGEBYLEX")
-            .arg(s.keys.index(q.tenant.as_deref(), st))
-            .arg(&upper)
-            .arg("-")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(fetch);
+        let keys: Vec<String> = match &q.tenant {
+            None if hot(st) => segments
+                .iter()
+                .map(|seg| s.keys.segment_index(seg, st))
+                .collect(),
+            tenant => vec![s.keys.index(tenant.as_deref(), st)],
+        };
+        for key in keys {
+            pipe.cmd("ZREVRANGEBYLEX")
+                .arg(key)
+                .arg(&upper)
+                .arg("-")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(fetch);
+            reads += 1;
+        }
     }
-    let found: Vec<Vec<String>> = s.query_pipe(&pipe).await?;
+    let found: Vec<Vec<String>> = if reads > 0 {
+        s.query_pipe(&pipe).await?
+    } else {
+        Vec::new()
+    };
     let mut ids: Vec<String> = found.into_iter().flatten().collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     ids.dedup();
@@ -196,15 +219,31 @@ pub(crate) async fn list(s: &RedisState, q: ListQuery) -> Result<Page, StateErro
     Ok(Page { items, next })
 }
 
-/// Index sizes: no scan.
+/// Index sizes for one tenant; across tenants, the counts hash. No scan either way.
 pub(crate) async fn status_counts(
     s: &RedisState,
     tenant: Option<&str>,
 ) -> Result<BTreeMap<Status, u64>, StateError> {
-    let mut pipe = redis::pipe();
-    for st in Status::ALL {
-        pipe.cmd("ZCARD").arg(s.keys.index(tenant, st));
-    }
-    let counts: Vec<u64> = s.query_pipe(&pipe).await?;
+    let counts: Vec<u64> = match tenant {
+        Some(t) => {
+            let mut pipe = redis::pipe();
+            for st in Status::ALL {
+                pipe.cmd("ZCARD").arg(s.keys.index(Some(t), st));
+            }
+            s.query_pipe(&pipe).await?
+        }
+        None => {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(s.keys.status_counts());
+            for st in Status::ALL {
+                cmd.arg(st.as_str());
+            }
+            let raw: Vec<Option<i64>> = s.query(&cmd).await?;
+            // A count never goes below zero; a negative one would only come from a hand edit.
+            raw.into_iter()
+                .map(|n| u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+                .collect()
+        }
+    };
     Ok(Status::ALL.into_iter().zip(counts).collect())
 }

@@ -62,24 +62,40 @@ local function push(t, key, v)
   if not l then l = {}; t[key] = l end
   l[#l + 1] = v
 end
+-- Every request passes through PENDING and SENT, so those two have no all-tenants index (it would
+-- be the largest sorted set, touched twice per request); across tenants they are counted in the
+-- counts hash and listed by merging the tenants' indexes. The other statuses keep `idx:*:<S>`.
+local HOT = { PENDING = true, SENT = true }
+local status_delta, tenants = {}, {}
+local function count(st, d) status_delta[st] = (status_delta[st] or 0) + d end
 for _, id in ipairs(order) do
   local wt, ws, nt, ns = was_t[id], was_s[id], now_t[id], now_s[id]
   versions[#versions + 1] = id
   versions[#versions + 1] = version[id] .. '|' .. ns .. '|' .. nt
+  tenants[nt] = true
   if not ws then
     push(adds, index(nt, ns), id)
-    push(adds, index('*', ns), id)
+    if not HOT[ns] then push(adds, index('*', ns), id) end
+    count(ns, 1)
   else
     if wt ~= nt or ws ~= ns then
       push(rems, index(wt, ws), id)
       push(adds, index(nt, ns), id)
     end
     if ws ~= ns then
-      push(rems, index('*', ws), id)
-      push(adds, index('*', ns), id)
+      if not HOT[ws] then push(rems, index('*', ws), id) end
+      if not HOT[ns] then push(adds, index('*', ns), id) end
+      count(ws, -1)
+      count(ns, 1)
     end
   end
 end
+for st, d in pairs(status_delta) do
+  if d ~= 0 then redis.call('HINCRBY', prefix .. 'idx:counts', st, d) end
+end
+local tenant_list = {}
+for t in pairs(tenants) do tenant_list[#tenant_list + 1] = t end
+each_chunk('SADD', prefix .. 'idx:tenants', tenant_list, 1)
 hset_many(KEYS[10], versions)
 for key, members in pairs(rems) do zrem_many(key, members) end
 for key, members in pairs(adds) do
