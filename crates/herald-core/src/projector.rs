@@ -381,17 +381,21 @@ impl Projector {
     }
 }
 
-/// Documents kept by the active projector between steps. A request's later events (its
-/// delivery, a retry) usually follow within seconds; folding them onto the document the
-/// projector wrote itself saves reading it back from the state backend and decoding it.
-const DOC_CACHE_SIZE: usize = 16_384;
+/// Documents kept by the active projector between steps. A request's next event (its delivery,
+/// a retry) usually follows within seconds; folding it onto the document the projector wrote
+/// itself saves reading it back from the state backend and decoding it. About 20 MiB when full.
+const DOC_CACHE_SIZE: usize = 32_768;
 
 /// The documents this projector wrote under its current lease, the oldest evicted first. Only
 /// the lease holder writes documents (the state backend fences everyone else), so while the
-/// lease lasts a cached document is exactly what the backend holds.
+/// lease lasts a cached document is exactly what the backend holds. Documents in a final status
+/// are not kept: they rarely see another event, and the room is better spent on pending ones.
 struct DocCache {
-    docs: HashMap<Uuid, MessageRequest>,
-    order: VecDeque<Uuid>,
+    docs: HashMap<Uuid, (MessageRequest, u64)>,
+    /// Insertion order, with the generation each entry was put at: an entry whose document was
+    /// taken or put again since is skipped when evicting.
+    order: VecDeque<(Uuid, u64)>,
+    generation: u64,
     capacity: usize,
 }
 
@@ -400,21 +404,29 @@ impl DocCache {
         DocCache {
             docs: HashMap::new(),
             order: VecDeque::new(),
+            generation: 0,
             capacity,
         }
     }
 
     fn take(&mut self, id: &Uuid) -> Option<MessageRequest> {
-        // The id stays in `order`; evicting it later finds nothing, which is harmless.
-        self.docs.remove(id)
+        self.docs.remove(id).map(|(d, _)| d)
     }
 
     fn put(&mut self, doc: MessageRequest) {
-        self.order.push_back(doc.id);
-        self.docs.insert(doc.id, doc);
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.docs.remove(&old);
+        if doc.status.is_terminal() {
+            self.docs.remove(&doc.id);
+            return;
+        }
+        self.generation += 1;
+        self.order.push_back((doc.id, self.generation));
+        self.docs.insert(doc.id, (doc, self.generation));
+        while self.docs.len() > self.capacity || self.order.len() > 2 * self.capacity {
+            let Some((id, generation)) = self.order.pop_front() else {
+                break;
+            };
+            if self.docs.get(&id).is_some_and(|(_, g)| *g == generation) {
+                self.docs.remove(&id);
             }
         }
     }
