@@ -3,11 +3,9 @@
 //! [`StateBackend::apply`]. Exactly one projector is active: it holds a lease whose fencing token
 //! every `apply` carries, so a projector that lost its lease cannot write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::collections::VecDeque;
 
 use herald_domain::{MessageRequest, RecordedEvent, Rules};
 use tokio_util::sync::CancellationToken;
