@@ -98,6 +98,46 @@ async fn a_cancel_during_delivery_does_not_hide_the_delivery() {
     running.wait().await;
 }
 
+/// Creates a request for tenant `acme` and enqueues its send job as the projector would dispatch
+/// it, but with a single queue attempt. Returns the request.
+async fn create_with_a_one_attempt_send_job(
+    service: &herald_core::service::Service,
+    store: &std::sync::Arc<dyn herald_core::EventStore>,
+    state: &std::sync::Arc<dyn herald_core::StateBackend>,
+    req: CreateRequest,
+) -> herald_domain::MessageRequest {
+    use herald_core::state::NewJob;
+    use herald_domain::{JobName, JobPayload};
+
+    let created = service
+        .create("acme", req, None, String::new(), None)
+        .await
+        .expect("create")
+        .request;
+    let events = store
+        .read_stream(&created.id.to_string())
+        .await
+        .expect("stream");
+    state
+        .enqueue(vec![NewJob {
+            id: events[0].event_id.to_string(),
+            name: JobName::Send,
+            priority: 0,
+            delay_ms: 0,
+            payload: serde_json::to_value(JobPayload {
+                tenant: "acme".into(),
+                message_request_id: created.id,
+                event_id: events[0].event_id,
+                reason: None,
+            })
+            .expect("payload"),
+            max_attempts: 1,
+        }])
+        .await
+        .expect("enqueue");
+    created
+}
+
 /// A send job that keeps failing for infrastructure reasons (here: each run times out) ends in
 /// the queue's dead set; its request must not stay PENDING with nothing left to send it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,9 +145,8 @@ async fn a_send_job_that_gives_up_fails_its_request() {
     use std::sync::Arc;
 
     use herald_core::channel::Channels;
-    use herald_core::state::NewJob;
     use herald_core::worker::{WorkerConfig, Workers};
-    use herald_domain::{Channel, JobName, JobPayload};
+    use herald_domain::Channel;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = "whsec_Z2l2ZS11cC10ZXN0LXNlY3JldA==".to_string();
@@ -134,33 +173,7 @@ async fn a_send_job_that_gives_up_fails_its_request() {
         metadata: None,
         idempotency_key: None,
     };
-    let created = service
-        .create("acme", req, None, String::new(), None)
-        .await
-        .expect("create")
-        .request;
-    let events = store
-        .read_stream(&created.id.to_string())
-        .await
-        .expect("stream");
-    // The send job, as the projector would dispatch it, but with a single queue attempt.
-    state
-        .enqueue(vec![NewJob {
-            id: events[0].event_id.to_string(),
-            name: JobName::Send,
-            priority: 0,
-            delay_ms: 0,
-            payload: serde_json::to_value(JobPayload {
-                tenant: "acme".into(),
-                message_request_id: created.id,
-                event_id: events[0].event_id,
-                reason: None,
-            })
-            .expect("payload"),
-            max_attempts: 1,
-        }])
-        .await
-        .expect("enqueue");
+    let created = create_with_a_one_attempt_send_job(&service, &store, &state, req).await;
     let webhook = herald_channels::WebhookChannel::new(herald_channels::WebhookConfig {
         secrets: HashMap::from([("acme".to_string(), secret)]),
         ..Default::default()
@@ -205,9 +218,8 @@ async fn a_send_job_whose_runs_all_stalled_fails_its_request() {
     use std::sync::Arc;
 
     use herald_core::channel::Channels;
-    use herald_core::state::NewJob;
     use herald_core::worker::{WorkerConfig, Workers};
-    use herald_domain::{Channel, JobName, JobPayload};
+    use herald_domain::Channel;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, state) =
@@ -228,32 +240,7 @@ async fn a_send_job_whose_runs_all_stalled_fails_its_request() {
         metadata: None,
         idempotency_key: None,
     };
-    let created = service
-        .create("acme", req, None, String::new(), None)
-        .await
-        .expect("create")
-        .request;
-    let events = store
-        .read_stream(&created.id.to_string())
-        .await
-        .expect("stream");
-    state
-        .enqueue(vec![NewJob {
-            id: events[0].event_id.to_string(),
-            name: JobName::Send,
-            priority: 0,
-            delay_ms: 0,
-            payload: serde_json::to_value(JobPayload {
-                tenant: "acme".into(),
-                message_request_id: created.id,
-                event_id: events[0].event_id,
-                reason: None,
-            })
-            .expect("payload"),
-            max_attempts: 1,
-        }])
-        .await
-        .expect("enqueue");
+    let created = create_with_a_one_attempt_send_job(&service, &store, &state, req).await;
     // Its only allowed run is leased by a worker that dies: the lease runs out.
     let short = Duration::from_millis(100);
     assert_eq!(
