@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use herald_core::service::{Service, ServiceError};
 use herald_core::{EventStore, StateBackend};
-use herald_domain::{CreateRequest, Status};
+use herald_domain::CreateRequest;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{KillOnDrop, PrivatePostgres, serve, terminate};
+use crate::support::{KillOnDrop, PrivatePostgres, serve, terminate, wait_until_sent};
 
 const TENANT: &str = "acme";
 const SECRET: &str = "whsec_cGctcmVzdGFydC10ZXN0LXNlY3JldA==";
@@ -106,25 +106,19 @@ lease_ttl_ms = 1000
             Err(e) => panic!("{e}"),
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sent = state
-            .status_counts(Some(TENANT))
-            .await
-            .expect("counts")
-            .get(&Status::Sent)
-            .copied()
-            .unwrap_or(0);
-        if sent == created as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sent} of {created} sent after the PostgreSQL restart; server log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_sent(
+        &*state,
+        TENANT,
+        created as u64,
+        Duration::from_secs(60),
+        || {
+            format!(
+                "after the PostgreSQL restart; server log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        },
+    )
+    .await;
     assert!(terminate(&mut child.0, Duration::from_secs(15)).success());
     let events = store.read_all(0, 1_000_000).await.expect("events");
     let mut per_stream: HashMap<&str, (usize, usize)> = HashMap::new();

@@ -11,7 +11,7 @@ use herald_core::{EventStore, StateBackend};
 use herald_domain::{CreateRequest, Status};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{KillOnDrop, PrivateRedis, serve, terminate};
+use crate::support::{KillOnDrop, PrivateRedis, serve, terminate, wait_until_sent};
 
 const TENANT: &str = "acme";
 const SECRET: &str = "whsec_cmVkaXMtcmVzdGFydC10ZXN0LXNlY3JldA==";
@@ -97,24 +97,19 @@ lease_ttl_ms = 1000
             .expect("create");
         created += 1;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sent = service_state
-            .status_counts(Some(TENANT))
-            .await
-            .ok()
-            .and_then(|c| c.get(&Status::Sent).copied())
-            .unwrap_or(0);
-        if sent == created as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sent} of {created} sent after the Redis restart; server log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_sent(
+        &*service_state,
+        TENANT,
+        created as u64,
+        Duration::from_secs(60),
+        || {
+            format!(
+                "after the Redis restart; server log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        },
+    )
+    .await;
     assert!(terminate(&mut child.0, Duration::from_secs(15)).success());
 
     // Every request was delivered and recorded as sent exactly once; replayed send jobs for work

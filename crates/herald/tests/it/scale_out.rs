@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use herald_core::service::Service;
 use herald_core::{EventStore, StateBackend};
-use herald_domain::{CreateRequest, Rules, Status};
+use herald_domain::{CreateRequest, Rules};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Cleanup, KillOnDrop, postgres_url, redis_url, serve_with, terminate};
+use crate::support::{
+    Cleanup, KillOnDrop, postgres_url, redis_url, serve_with, terminate, wait_until_sent,
+};
 
 const TENANT: &str = "acme";
 const SECRET: &str = "whsec_c2NhbGUtb3V0LXRlc3Qtc2VjcmV0";
@@ -150,24 +152,14 @@ lease_ttl_ms = 1000
             .expect("create");
         created += 1;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sent = state
-            .status_counts(Some(TENANT))
-            .await
-            .expect("counts")
-            .get(&Status::Sent)
-            .copied()
-            .unwrap_or(0);
-        if sent == created as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sent} of {created} sent after the projector was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_sent(
+        &*state,
+        TENANT,
+        created as u64,
+        Duration::from_secs(60),
+        || "after the projector was killed".to_string(),
+    )
+    .await;
     let takeovers = (0..3)
         .filter(|i| *i != leader)
         .filter(|i| {

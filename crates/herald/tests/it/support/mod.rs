@@ -306,3 +306,33 @@ impl Drop for PrivatePostgres {
             .output();
     }
 }
+
+/// Waits until `tenant` has `n` requests SENT in the read models, for at most `within`; panics
+/// with `context()` (say, a server log) when it does not get there. Errors reading the counts
+/// (a backend restarting) count as no progress.
+pub async fn wait_until_sent(
+    state: &dyn herald_core::StateBackend,
+    tenant: &str,
+    n: u64,
+    within: Duration,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let sent = state
+            .status_counts(Some(tenant))
+            .await
+            .ok()
+            .and_then(|c| c.get(&herald_domain::Status::Sent).copied())
+            .unwrap_or(0);
+        if sent == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sent} of {n} sent {}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
