@@ -31,10 +31,12 @@ for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health/ready" >/dev/n
 # positive_data_acceptance is left out on purpose: two schema-valid requests are refused by
 # design (a reused Idempotency-Key with another body → 422; a PATCH value that does not fit the
 # stored request's channel → 422), which a static schema cannot express.
+# One worker: with two threads, hypothesis parses lambda sources concurrently and CPython 3.11's
+# parser can fail ("AST constructor recursion depth mismatch"), a tool error, not a finding.
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   -H "Authorization: Bearer $key" \
   --checks all --exclude-checks positive_data_acceptance \
-  --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" --workers 2 --seed "${SCHEMATHESIS_SEED:-20261203}"
+  --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" --workers 1 --seed "${SCHEMATHESIS_SEED:-20261203}"
 if grep -q "panicked" "$work/serve.log"; then
   echo "herald serve panicked during the schemathesis run:"; cat "$work/serve.log"; exit 1
 fi
